@@ -1,0 +1,27 @@
+"""The pure scaling policy. Standard library only (an import-linter contract keeps it so)."""
+
+from autoscaler.policy.core import decide, proposal, scale_up_limit
+from autoscaler.policy.spec import (
+    PrometheusTrigger,
+    RedisTrigger,
+    ScaleUpRule,
+    ScalingSpec,
+    Trigger,
+)
+from autoscaler.policy.state import Decision, PolicyState, RateEstimate, Reading, Reason
+
+__all__ = [
+    "Decision",
+    "PolicyState",
+    "PrometheusTrigger",
+    "RateEstimate",
+    "Reading",
+    "Reason",
+    "RedisTrigger",
+    "ScaleUpRule",
+    "ScalingSpec",
+    "Trigger",
+    "decide",
+    "proposal",
+    "scale_up_limit",
+]

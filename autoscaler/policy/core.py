@@ -1,0 +1,226 @@
+"""The pure scaling policy: (spec, current, readings, state, now) → (decision, state).
+
+No I/O, no clock, no asyncio: the caller passes ``now`` (seconds on any monotonic clock)
+and keeps the returned state. The steps follow the HPA (``replica_calculator.go`` for
+sizing, ``horizontal.go`` for stabilization and rate rules) and KEDA (activation and
+cooldown to zero, fallback on errors):
+
+1. per trigger, a proposal: ``ceil(value / target)``, or the current count when
+   ``|value / (target · current) − 1| ≤ tolerance``; the rate-aware mode replaces the
+   Redis proposal once rates are known (``rate.py``); the workload takes the max;
+2. activation: at zero, stay there while every trigger is at or below its activation
+   level; leave zero as soon as one is above; go to zero only after ``cooldown``;
+3. clamp to [min, max]; a scale-up is capped by the scale-up rule; a scale-down takes the
+   highest recommendation of the stabilization window;
+4. a trigger that cannot be read is unknown, never zero: hold the count (healthy triggers
+   may still scale up), and after ``failure-threshold`` failures in a row hold at least
+   ``fallback-replicas``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import NamedTuple
+
+from autoscaler.policy.rate import rate_proposal, update_rate
+from autoscaler.policy.spec import RedisTrigger, ScalingSpec, Trigger
+from autoscaler.policy.state import Decision, PolicyState, Reading, Reason
+
+
+def proposal(trigger: Trigger, value: float, current: int, tolerance: float) -> int:
+    """Replicas one trigger asks for (HPA AverageValue with its tolerance band)."""
+    return _within_tolerance(
+        math.ceil(value / trigger.target), current, tolerance, value / trigger.target
+    )
+
+
+def scale_up_limit(spec: ScalingSpec, current: int, state: PolicyState, now: float) -> int:
+    """The most replicas allowed now by the scale-up rule (HPA ``calculateScaleUpLimit``)."""
+    rule = spec.scale_up
+    added = sum(n for at, n in state.scale_ups if at > now - rule.period_s)
+    start = max(current - added, 0)
+    by_percent = math.ceil(start * (1.0 + rule.max_percent / 100.0))
+    return max(start + rule.max_pods, by_percent)
+
+
+class _Sized(NamedTuple):
+    wanted: int  # max over healthy triggers, after each one's tolerance band
+    tolerated: bool  # the winner would have changed the count but for the tolerance band
+    message: str
+
+
+def _size(
+    spec: ScalingSpec, current: int, readings: Sequence[Reading], state: PolicyState
+) -> _Sized:
+    """The max over healthy triggers' proposals, and a message saying which one won."""
+    best: _Sized | None = None
+    for trigger, reading in zip(spec.triggers, readings, strict=True):
+        if reading.value is None:
+            continue
+        raw = math.ceil(reading.value / trigger.target)
+        text = f"{trigger.name} {reading.value:g} / {trigger.target:g} per replica → {raw}"
+        if isinstance(trigger, RedisTrigger) and spec.target_drain_time_s is not None:
+            by_rate = rate_proposal(state.rate, reading, spec.target_drain_time_s)
+            if by_rate is not None:
+                raw, text = by_rate
+        wanted = _within_tolerance(raw, current, spec.tolerance, reading.value / trigger.target)
+        if best is None or wanted > best.wanted:
+            best = _Sized(wanted, wanted != raw, text)
+    return best or _Sized(0, False, "no healthy trigger")
+
+
+def _within_tolerance(raw: int, current: int, tolerance: float, exact: float) -> int:
+    """Keep ``current`` when the load is within the band around it (HPA ``tolerance``)."""
+    if current > 0 and abs(exact / current - 1.0) <= tolerance:
+        return current
+    return raw
+
+
+def _stabilize(spec: ScalingSpec, current: int, wanted: int, state: PolicyState, now: float) -> int:
+    """Scale down only to the highest recommendation of the window (HPA behaviour)."""
+    if wanted >= current:
+        return wanted
+    window = [n for at, n in state.recommendations if at > now - spec.scale_down_stabilization_s]
+    return min(current, max([wanted, *window]))
+
+
+def decide(
+    spec: ScalingSpec,
+    current: int,
+    readings: Sequence[Reading],
+    state: PolicyState,
+    now: float,
+) -> tuple[Decision, PolicyState]:
+    """One cycle of the policy for one workload. ``readings`` align with ``spec.triggers``."""
+    if len(readings) != len(spec.triggers):
+        raise ValueError(f"{len(readings)} readings for {len(spec.triggers)} triggers")
+    if spec.paused:
+        return Decision(current, current, Reason.PAUSED, "paused by annotation"), state
+    failed = [t.name for t, r in zip(spec.triggers, readings, strict=True) if r.value is None]
+    active = any(
+        r.value is not None and r.value > t.activation
+        for t, r in zip(spec.triggers, readings, strict=True)
+    )
+    state = _remember_inputs(spec, current, readings, state, now, bool(failed), active)
+    if not failed and not active and spec.min_replicas == 0:
+        idle = _idle_decision(spec, current, state, now)
+        if idle is not None:
+            return idle, replace(state, recommendations=())
+    sized = _size(spec, current, readings, state)
+    floor = max(spec.min_replicas, 1 if (active or failed or current > 0) else 0)
+    recommendation = min(max(sized.wanted, floor), spec.max_replicas)
+    result, reason, message = _limit(spec, current, sized, recommendation, state, now)
+    if failed:
+        result, reason, message = _on_failure(spec, current, result, state, failed, reason, message)
+    if current == 0 and result > 0 and reason is not Reason.FALLBACK_ACTIVE:
+        reason = Reason.ACTIVATED
+    decision = Decision(result, current, reason, message, active or bool(failed), recommendation)
+    return decision, _remember_output(spec, current, result, recommendation, state, now)
+
+
+def _remember_inputs(
+    spec: ScalingSpec,
+    current: int,
+    readings: Sequence[Reading],
+    state: PolicyState,
+    now: float,
+    failed: bool,
+    active: bool,
+) -> PolicyState:
+    inactive_since = None if (failed or active) else (state.inactive_since or now)
+    rate = state.rate
+    if spec.target_drain_time_s is not None:
+        queue_readings = [
+            r for t, r in zip(spec.triggers, readings, strict=True) if isinstance(t, RedisTrigger)
+        ]
+        if queue_readings:
+            rate = update_rate(state.rate, queue_readings[0], current, now)
+    failures = state.failures + 1 if failed else 0
+    return replace(state, inactive_since=inactive_since, failures=failures, rate=rate)
+
+
+def _idle_decision(
+    spec: ScalingSpec, current: int, state: PolicyState, now: float
+) -> Decision | None:
+    """Every trigger at or below activation, min 0: stay at zero, or go there after cooldown."""
+    if current == 0:
+        return Decision(0, 0, Reason.INACTIVE, "every trigger at or below activation", False, 0)
+    since = state.inactive_since if state.inactive_since is not None else now
+    if now - since >= spec.cooldown_s:
+        message = f"inactive for {now - since:g}s ≥ cooldown {spec.cooldown_s:g}s"
+        return Decision(0, current, Reason.SCALE_TO_ZERO, message, False, 0)
+    return None
+
+
+def _limit(
+    spec: ScalingSpec,
+    current: int,
+    sized: _Sized,
+    recommendation: int,
+    state: PolicyState,
+    now: float,
+) -> tuple[int, Reason, str]:
+    """Apply the scale-up rule and scale-down stabilization; name what decided."""
+    message = sized.message
+    if recommendation > current:
+        limit = max(scale_up_limit(spec, current, state, now), spec.min_replicas)
+        if recommendation > limit:
+            rule = spec.scale_up
+            why = f"+{rule.max_pods} pods or +{rule.max_percent:g}% per {rule.period_s:g}s"
+            return limit, Reason.SCALE_UP_LIMIT, f"{message}; capped at {limit} ({why})"
+    result = _stabilize(spec, current, recommendation, state, now)
+    if result > recommendation:
+        window = spec.scale_down_stabilization_s
+        held = f"holding {result}, the highest recommendation of the last {window:g}s"
+        return result, Reason.SCALE_DOWN_STABILIZED, f"{message}; {held}"
+    if sized.wanted > spec.max_replicas:
+        return result, Reason.TOO_MANY_REPLICAS, f"{message}; capped at max {spec.max_replicas}"
+    if sized.wanted < recommendation == spec.min_replicas:
+        return result, Reason.TOO_FEW_REPLICAS, f"{message}; raised to min {spec.min_replicas}"
+    if result == current:
+        reason = Reason.WITHIN_TOLERANCE if sized.tolerated else Reason.DESIRED_WITHIN_RANGE
+        return result, reason, message
+    return result, Reason.SCALE_UP if result > current else Reason.SCALE_DOWN, message
+
+
+def _on_failure(
+    spec: ScalingSpec,
+    current: int,
+    result: int,
+    state: PolicyState,
+    failed: list[str],
+    reason: Reason,
+    message: str,
+) -> tuple[int, Reason, str]:
+    """Never scale down on an error; past the threshold hold at least the fallback count."""
+    names = ", ".join(failed)
+    if spec.fallback_replicas is not None and state.failures >= spec.failure_threshold:
+        held = min(max(result, current, spec.fallback_replicas), spec.max_replicas)
+        held = max(held, current)
+        text = f"{names} failing {state.failures} times in a row; fallback {spec.fallback_replicas}"
+        return held, Reason.FALLBACK_ACTIVE, text
+    if result >= current and reason in (Reason.SCALE_UP, Reason.SCALE_UP_LIMIT):
+        return result, reason, f"{message}; {names} unknown"
+    return max(result, current), Reason.METRIC_ERROR, f"{names} unknown: holding {current}"
+
+
+def _remember_output(
+    spec: ScalingSpec,
+    current: int,
+    result: int,
+    recommendation: int,
+    state: PolicyState,
+    now: float,
+) -> PolicyState:
+    window_start = now - spec.scale_down_stabilization_s
+    recommendations = (
+        *((at, n) for at, n in state.recommendations if at > window_start),
+        (now, recommendation),
+    )
+    period_start = now - spec.scale_up.period_s
+    scale_ups = tuple((at, n) for at, n in state.scale_ups if at > period_start)
+    if result > current:
+        scale_ups = (*scale_ups, (now, result - current))
+    return replace(state, recommendations=recommendations, scale_ups=scale_ups)

@@ -1,0 +1,69 @@
+"""Shared fixtures: real Redis and Prometheus servers, and a guard against leaked tasks."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from tests.servers import PrometheusServer, RedisServer, start_prometheus, start_redis
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One redis-server for the session; tests isolate themselves with ``redis_url`` (FLUSHALL)."""
+    server = start_redis()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    import redis
+
+    if redis_server.process.poll() is not None:  # a test stopped it: bring it back
+        redis_server.restart()
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    client.close()
+    return redis_server.url
+
+
+@pytest.fixture
+async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A private redis-server for tests that stop and restart it."""
+    server = start_redis()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def prometheus_server() -> Iterator[PrometheusServer]:
+    """One prometheus for the session (its first sample takes ~5 s: start it once)."""
+    server = start_prometheus()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+async def _no_leaked_tasks() -> AsyncIterator[None]:
+    """Fail a test that leaves asyncio tasks running (kopf's ``_no_asyncio_pending_tasks``)."""
+    before = asyncio.all_tasks()
+    yield
+    current = asyncio.current_task()
+    leaked = [t for t in asyncio.all_tasks() - before if t is not current and not t.done()]
+    if leaked:
+        for task in leaked:
+            task.cancel()
+        await asyncio.gather(*leaked, return_exceptions=True)
+        names = ", ".join(sorted(t.get_name() for t in leaked))
+        pytest.fail(f"test leaked {len(leaked)} asyncio task(s): {names}")
