@@ -73,7 +73,7 @@ def _size(
 
 def _within_tolerance(raw: int, current: int, tolerance: float, exact: float) -> int:
     """Keep ``current`` when the load is within the band around it (HPA ``tolerance``)."""
-    if current > 0 and abs(exact / current - 1.0) <= tolerance:
+    if current > 0 and abs(exact / current - 1.0) <= tolerance + 1e-9:  # float edge of the band
         return current
     return raw
 
@@ -129,7 +129,8 @@ def _remember_inputs(
     failed: bool,
     active: bool,
 ) -> PolicyState:
-    inactive_since = None if (failed or active) else (state.inactive_since or now)
+    since = state.inactive_since if state.inactive_since is not None else now
+    inactive_since = None if (failed or active) else since
     rate = state.rate
     if spec.target_drain_time_s is not None:
         queue_readings = [

@@ -1,0 +1,271 @@
+"""The pure policy: tables pinning the HPA/KEDA behaviour, and hypothesis invariants."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from autoscaler.policy import (
+    PolicyState,
+    PrometheusTrigger,
+    Reading,
+    Reason,
+    RedisTrigger,
+    ScaleUpRule,
+    ScalingSpec,
+    decide,
+)
+
+REDIS = RedisTrigger(("jobs",), messages_per_replica=10)
+SPEC = ScalingSpec(triggers=(REDIS,))
+
+
+def q(backlog: float, in_flight: float = 0, processed: float | None = None) -> Reading:
+    return Reading.from_queue(backlog, in_flight, processed)
+
+
+def one(
+    spec: ScalingSpec,
+    current: int,
+    reading: Reading,
+    state: PolicyState | None = None,
+    now: float = 1000.0,
+) -> tuple[int, Reason, PolicyState]:
+    decision, new_state = decide(spec, current, [reading], state or PolicyState(), now)
+    return decision.replicas, decision.reason, new_state
+
+
+@pytest.mark.parametrize(
+    ("current", "backlog", "in_flight", "expected", "reason"),
+    [
+        (1, 30, 0, 3, Reason.SCALE_UP),  # ceil(30/10)
+        (1, 31, 0, 4, Reason.SCALE_UP),
+        (2, 21, 0, 2, Reason.WITHIN_TOLERANCE),  # 21/20 = 1.05 ≤ 1.1
+        (2, 23, 0, 3, Reason.SCALE_UP),  # 1.15 > 1.1
+        (4, 40, 0, 4, Reason.DESIRED_WITHIN_RANGE),
+        (1, 5, 5, 1, Reason.DESIRED_WITHIN_RANGE),  # in-flight counts
+        (1, 100, 0, 5, Reason.SCALE_UP_LIMIT),  # +4 pods (or +100%) per period
+        (10, 300, 0, 20, Reason.SCALE_UP_LIMIT),  # +100% of 10 beats +4
+        (0, 1, 0, 1, Reason.ACTIVATED),
+        (0, 0, 0, 0, Reason.INACTIVE),
+        (50, 5000, 0, 100, Reason.TOO_MANY_REPLICAS),
+    ],
+)
+def test_sizing_table(
+    current: int, backlog: int, in_flight: int, expected: int, reason: Reason
+) -> None:
+    assert one(SPEC, current, q(backlog, in_flight))[:2] == (expected, reason)
+
+
+def test_in_flight_ignored_when_not_counted() -> None:
+    spec = replace(SPEC, triggers=(replace(REDIS, count_in_flight=False),))
+    reading = Reading.from_queue(0, 50, count_in_flight=False)
+    assert one(spec, 0, reading)[:2] == (0, Reason.INACTIVE)
+
+
+def test_min_replicas_floor() -> None:
+    spec = replace(SPEC, min_replicas=3)
+    assert one(spec, 3, q(0))[:2] == (3, Reason.TOO_FEW_REPLICAS)
+    assert one(spec, 0, q(0))[:2] == (3, Reason.ACTIVATED)
+
+
+def test_max_over_triggers() -> None:
+    prom = PrometheusTrigger("x", target=2)
+    spec = replace(SPEC, triggers=(REDIS, prom), scale_up=ScaleUpRule(max_pods=100))
+    decision, _ = decide(spec, 1, [q(30), Reading(value=14.0)], PolicyState(), 0)
+    assert decision.replicas == 7 and "prometheus" in decision.message
+
+
+def test_activation_threshold() -> None:
+    spec = replace(SPEC, triggers=(replace(REDIS, activation_messages=5),))
+    assert one(spec, 0, q(5))[:2] == (0, Reason.INACTIVE)
+    assert one(spec, 0, q(6))[:2] == (1, Reason.ACTIVATED)
+
+
+def test_scale_to_zero_only_after_cooldown() -> None:
+    spec = replace(SPEC, cooldown_s=120, scale_down_stabilization_s=0)
+    replicas, reason, state = one(spec, 2, q(0), now=0)
+    assert (replicas, reason) == (1, Reason.SCALE_DOWN)
+    replicas, reason, state = one(spec, 1, q(0), state, now=119)
+    assert replicas == 1
+    replicas, reason, state = one(spec, 1, q(0), state, now=120)
+    assert (replicas, reason) == (0, Reason.SCALE_TO_ZERO)
+    # Any activity restarts the cooldown.
+    _, _, state = one(spec, 1, q(1), state, now=200)
+    replicas, _, state = one(spec, 1, q(0), state, now=201)
+    assert replicas == 1
+    assert one(spec, 1, q(0), state, now=320)[0] == 1
+    assert one(spec, 1, q(0), state, now=321)[0] == 0
+
+
+def test_scale_down_stabilization_takes_highest_recent_recommendation() -> None:
+    spec = replace(SPEC, scale_down_stabilization_s=60, min_replicas=1)
+    _, _, state = one(spec, 8, q(80), now=0)
+    replicas, reason, state = one(spec, 8, q(20), state, now=30)
+    assert (replicas, reason) == (8, Reason.SCALE_DOWN_STABILIZED)
+    replicas, reason, state = one(spec, 8, q(20), state, now=61)
+    assert (replicas, reason) == (2, Reason.SCALE_DOWN)
+
+
+def test_scale_up_rule_counts_earlier_steps_in_the_period() -> None:
+    spec = replace(SPEC, scale_up=ScaleUpRule(max_pods=4, max_percent=0.0001, period_s=15))
+    replicas, _, state = one(spec, 1, q(1000), now=0)
+    assert replicas == 5
+    replicas, reason, state = one(spec, 5, q(1000), state, now=5)
+    assert (replicas, reason) == (5, Reason.SCALE_UP_LIMIT)  # period start is still 1
+    assert one(spec, 5, q(1000), state, now=15.5)[0] == 9
+
+
+def test_error_holds_and_never_reads_as_zero() -> None:
+    replicas, reason, state = one(SPEC, 4, Reading.failed("boom"))
+    assert (replicas, reason) == (4, Reason.METRIC_ERROR)
+    assert state.failures == 1
+    assert one(SPEC, 0, Reading.failed("boom"))[0] == 1  # unknown is not idle
+
+
+def test_fallback_after_threshold() -> None:
+    spec = replace(SPEC, fallback_replicas=6, failure_threshold=3)
+    state = PolicyState()
+    for expected_reason in (Reason.METRIC_ERROR, Reason.METRIC_ERROR, Reason.FALLBACK_ACTIVE):
+        replicas, reason, state = one(spec, 2, Reading.failed("down"), state)
+        assert reason == expected_reason
+    assert replicas == 6
+    assert one(spec, 9, Reading.failed("down"), state)[0] == 9  # never lowers
+    assert one(spec, 6, q(0), state)[2].failures == 0
+
+
+def test_healthy_trigger_can_still_scale_up_while_another_fails() -> None:
+    spec = replace(SPEC, triggers=(REDIS, PrometheusTrigger("x", 1)))
+    decision, _ = decide(spec, 1, [q(40), Reading.failed("prom down")], PolicyState(), 0)
+    assert decision.replicas == 4 and decision.reason == Reason.SCALE_UP
+
+
+def test_paused_changes_nothing() -> None:
+    assert one(replace(SPEC, paused=True), 3, q(1000))[:2] == (3, Reason.PAUSED)
+
+
+def test_rate_aware_mode_sizes_for_target_drain_time() -> None:
+    spec = replace(
+        SPEC,
+        target_drain_time_s=60,
+        scale_up=ScaleUpRule(max_pods=100),
+        tolerance=0.0,
+        scale_down_stabilization_s=0,
+    )
+    state = PolicyState()
+    # 4 replicas each finishing 2 msg/s; 10 msg/s arriving; backlog grows by 2/s.
+    backlog, processed = 600.0, 0.0
+    for t in range(0, 50, 5):
+        decision, state = decide(spec, 4, [q(backlog, 0, processed)], state, float(t))
+        backlog += 2 * 5
+        processed += 8 * 5
+    assert state.rate is not None
+    assert state.rate.service_rate == pytest.approx(2.0)
+    assert state.rate.arrival_rate == pytest.approx(10.0)
+    # λ/μ = 5, backlog 680/(2·60) = 5.67 → ceil(10.67) = 11
+    assert decision.replicas == 11 and "rate-aware" in decision.message
+
+
+def test_rate_aware_falls_back_until_rates_known() -> None:
+    spec = replace(SPEC, target_drain_time_s=60)
+    decision, _ = decide(spec, 1, [q(30, 0, 0)], PolicyState(), 0)
+    assert decision.replicas == 3 and "rate-aware" not in decision.message
+
+
+# ---- invariants -----------------------------------------------------------------------
+
+specs = st.builds(
+    lambda mpr, lo, span, tol, act, stab, cool: ScalingSpec(
+        triggers=(RedisTrigger(("q",), mpr, activation_messages=act),),
+        min_replicas=lo,
+        max_replicas=max(lo, 1) + span,
+        tolerance=tol,
+        scale_down_stabilization_s=stab,
+        cooldown_s=cool,
+    ),
+    st.integers(1, 100).map(float),
+    st.integers(0, 5),
+    st.integers(0, 50),
+    st.sampled_from([0.0, 0.1, 0.3]),
+    st.integers(0, 20).map(float),
+    st.sampled_from([0.0, 30.0, 300.0]),
+    st.sampled_from([0.0, 60.0]),
+)
+histories = st.lists(st.tuples(st.integers(0, 5000), st.booleans()), min_size=1, max_size=12)
+
+
+def run(
+    spec: ScalingSpec, history: list[tuple[int, bool]], start: int
+) -> list[tuple[int, int, Reason, int]]:
+    """Feed a history of (backlog, ok) every 5 s; returns (current, result, reason, backlog)."""
+    state, current, out = PolicyState(), start, []
+    for i, (backlog, ok) in enumerate(history):
+        reading = q(backlog) if ok else Reading.failed("x")
+        decision, state = decide(spec, current, [reading], state, i * 5.0)
+        out.append((current, decision.replicas, decision.reason, backlog))
+        current = decision.replicas
+    return out
+
+
+@settings(max_examples=300)
+@given(specs, histories, st.integers(0, 60))
+def test_result_within_bounds(
+    spec: ScalingSpec, history: list[tuple[int, bool]], start: int
+) -> None:
+    for current, result, _, _ in run(spec, history, start):
+        if result != current:
+            assert spec.min_replicas <= result <= spec.max_replicas or result == 0
+
+
+@settings(max_examples=300)
+@given(specs, histories, st.integers(0, 60))
+def test_never_zero_while_above_activation_and_errors_never_lower(
+    spec: ScalingSpec, history: list[tuple[int, bool]], start: int
+) -> None:
+    for (current, result, _, backlog), (_, ok) in zip(run(spec, history, start), history):
+        if not ok:
+            assert result >= current
+        elif backlog > spec.triggers[0].activation:
+            assert result >= 1
+
+
+@settings(max_examples=300)
+@given(specs, st.integers(1, 60), st.integers(0, 5000), st.integers(0, 5000))
+def test_monotone_in_backlog(spec: ScalingSpec, current: int, a: int, b: int) -> None:
+    low, high = sorted((a, b))
+    r_low = one(spec, current, q(low))[0]
+    r_high = one(spec, current, q(high))[0]
+    assert r_low <= r_high
+
+
+@settings(max_examples=300)
+@given(specs, st.integers(1, 60), st.floats(0.0, 1.0))
+def test_no_change_inside_tolerance(spec: ScalingSpec, current: int, frac: float) -> None:
+    current = min(max(current, spec.min_replicas, 1), spec.max_replicas)
+    target = spec.triggers[0].target
+    ratio = 1 - spec.tolerance + 2 * spec.tolerance * frac
+    backlog = ratio * target * current
+    if backlog <= spec.triggers[0].activation:
+        return
+    assert one(spec, current, q(backlog))[0] == current
+
+
+@settings(max_examples=300)
+@given(specs, histories)
+def test_no_scale_down_within_window_after_higher_recommendation(
+    spec: ScalingSpec, history: list[tuple[int, bool]]
+) -> None:
+    state, current, recs = PolicyState(), spec.min_replicas, []
+    for i, (backlog, ok) in enumerate(history):
+        now = i * 5.0
+        reading = q(backlog) if ok else Reading.failed("x")
+        decision, state = decide(spec, current, [reading], state, now)
+        if decision.replicas < current and decision.reason is not Reason.SCALE_TO_ZERO:
+            recent = [r for at, r in recs if at > now - spec.scale_down_stabilization_s]
+            assert all(r <= decision.replicas for r in recent)
+        if decision.recommendation is not None:
+            recs.append((now, decision.recommendation))
+        current = decision.replicas
