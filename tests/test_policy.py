@@ -225,7 +225,9 @@ def test_result_within_bounds(
 def test_never_zero_while_above_activation_and_errors_never_lower(
     spec: ScalingSpec, history: list[tuple[int, bool]], start: int
 ) -> None:
-    for (current, result, _, backlog), (_, ok) in zip(run(spec, history, start), history):
+    for (current, result, _, backlog), (_, ok) in zip(
+        run(spec, history, start), history, strict=True
+    ):
         if not ok:
             assert result >= current
         elif backlog > spec.triggers[0].activation:
