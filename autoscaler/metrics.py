@@ -1,0 +1,164 @@
+"""Prometheus metrics of the controller, and the HTTP server for /metrics and probes.
+
+Every series takes an injected ``CollectorRegistry`` (tests read it with
+``get_sample_value``). Label values are bounded: ``namespace``/``workload`` (one per
+annotated workload), ``trigger`` (one or two per workload), ``reason``/``direction``/
+``stage`` (fixed sets), ``queue`` (the workloads' lists). Never a message id or a pod name.
+The Grafana dashboards in ``grafana/`` use exactly these names.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+from autoscaler import __version__
+
+logger = logging.getLogger(__name__)
+
+PREFIX = "queue_autoscaler_"
+WORKLOAD = ("namespace", "workload")
+TRIGGER = (*WORKLOAD, "trigger")
+
+
+class ControllerMetrics:
+    """The controller's series. One instance per process, on an injected registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        p = PREFIX
+        self.backlog = Gauge(
+            p + "backlog", "Queued messages per trigger.", TRIGGER, registry=registry
+        )
+        self.in_flight = Gauge(
+            p + "in_flight", "Messages held by consumers per trigger.", TRIGGER, registry=registry
+        )
+        self.metric_value = Gauge(
+            p + "metric_value", "Load value a trigger sizes on.", TRIGGER, registry=registry
+        )
+        self.desired_replicas = Gauge(
+            p + "desired_replicas",
+            "Replicas the last decision asked for.",
+            WORKLOAD,
+            registry=registry,
+        )
+        self.current_replicas = Gauge(
+            p + "current_replicas",
+            "Replicas the workload had at the last decision.",
+            WORKLOAD,
+            registry=registry,
+        )
+        self.decisions = Counter(
+            p + "decisions", "Decisions by reason.", (*WORKLOAD, "reason"), registry=registry
+        )
+        self.scale_events = Counter(
+            p + "scale_events",
+            "Replica changes written, by direction.",
+            (*WORKLOAD, "direction"),
+            registry=registry,
+        )
+        self.source_errors = Counter(
+            p + "source_errors", "Failed trigger reads.", TRIGGER, registry=registry
+        )
+        self.fallback_active = Gauge(
+            p + "fallback_active",
+            "1 while fallback-replicas is in force.",
+            WORKLOAD,
+            registry=registry,
+        )
+        self.spec_valid = Gauge(
+            p + "spec_valid",
+            "1 when the workload's annotations parse, else 0.",
+            WORKLOAD,
+            registry=registry,
+        )
+        self.drains = Counter(
+            p + "drains",
+            "Drain funnel: requested, acknowledged, timed_out, cancelled.",
+            (*WORKLOAD, "stage"),
+            registry=registry,
+        )
+        self.undrained_removals = Counter(
+            p + "undrained_pod_removals",
+            "Pods the ReplicaSet removed that were not the drained ones.",
+            WORKLOAD,
+            registry=registry,
+        )
+        self.reaped_messages = Counter(
+            p + "reaped_messages",
+            "Messages returned to the queue from dead consumers.",
+            ("queue",),
+            registry=registry,
+        )
+        self.dead_lettered = Counter(
+            p + "dead_lettered",
+            "Messages the reaper moved to the dead-letter list.",
+            ("queue",),
+            registry=registry,
+        )
+        self.loop_duration = Histogram(
+            p + "loop_duration_seconds",
+            "Duration of one scheduler cycle.",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=registry,
+        )
+        self.kube_requests = Counter(
+            p + "kube_requests",
+            "Kubernetes API calls by verb and status code.",
+            ("verb", "code"),
+            registry=registry,
+        )
+        self.leader = Gauge(p + "leader", "1 while this process leads.", registry=registry)
+        self.workloads = Gauge(
+            p + "workloads", "Annotated workloads known to the controller.", registry=registry
+        )
+        Info(p + "build", "Build information.", registry=registry).info({"version": __version__})
+
+    def forget(self, namespace: str, workload: str) -> None:
+        """Drop a deleted workload's series so they don't linger as stale values."""
+        for metric in (
+            self.desired_replicas,
+            self.current_replicas,
+            self.fallback_active,
+            self.spec_valid,
+        ):
+            with contextlib.suppress(KeyError):
+                metric.remove(namespace, workload)
+
+
+async def start_http_server(
+    registry: CollectorRegistry,
+    port: int,
+    *,
+    host: str = "0.0.0.0",  # a pod's metrics port must be reachable from Prometheus
+    ready: Callable[[], bool] = lambda: True,
+    alive: Callable[[], bool] = lambda: True,
+) -> web.AppRunner:
+    """Serve /metrics, /healthz and /readyz; returns the runner to ``cleanup()`` on stop."""
+
+    async def metrics(_: web.Request) -> web.Response:
+        body = generate_latest(registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    def probe(check: Callable[[], bool]) -> Callable[[web.Request], object]:
+        async def handler(_: web.Request) -> web.Response:
+            ok = check()
+            return web.Response(text="ok\n" if ok else "not ready\n", status=200 if ok else 503)
+
+        return handler
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", probe(alive))  # type: ignore[arg-type]
+    app.router.add_get("/readyz", probe(ready))  # type: ignore[arg-type]
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    logger.info("metrics server listening port=%d", port)
+    return runner
