@@ -1,0 +1,306 @@
+"""The reconcile loop: inventory → due workloads → one batched read → policy → actions.
+
+One scheduler task wakes when the earliest workload is due, takes every workload due
+within ``batch_window_s`` (so workloads with the same interval share one Redis round trip
+per server), reads all their triggers through the ``SourcePool`` in one call, runs the
+pure policy for each, and starts at most one action per workload (a scale-up, or a
+drain followed by a scale-down). A bad workload never stops the loop: its spec error is
+an Event, its action errors are logged and backed off.
+
+Steady state costs no Kubernetes call: replica counts come from the watch (``apply``),
+statuses and Events are written only when a decision changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import replace
+from typing import Any, Protocol
+
+from autoscaler.errors import AutoscalerError
+from autoscaler.logs import log_event
+from autoscaler.metrics import ControllerMetrics
+from autoscaler.policy import Decision, Reading, Reason, RedisTrigger, ScalingSpec, decide
+from autoscaler.sources import SourcePool
+from autoscaler.targets import Target, WorkloadEvent, WorkloadRef
+
+from .workload import Workload, status_of
+
+logger = logging.getLogger(__name__)
+
+MAX_IDLE_WAIT_S = 1.0  # re-check leadership and inventory at least this often
+JITTER = 0.05  # ±5% of the polling interval
+
+
+class Drainer(Protocol):
+    """The scale-down protocol (``autoscaler.drain``)."""
+
+    async def scale_down(
+        self,
+        target: Target,
+        spec: ScalingSpec,
+        current: int,
+        desired: int,
+        recheck: Callable[[], Awaitable[int | None]],
+    ) -> int:
+        """Drain the victims, then set ``desired``; returns the count actually written."""
+        ...
+
+
+class Controller:
+    def __init__(
+        self,
+        *,
+        sources: SourcePool,
+        target_factory: Callable[[WorkloadRef], Target],
+        metrics: ControllerMetrics,
+        drainer: Drainer | None = None,
+        dry_run: bool = False,
+        is_leader: Callable[[], bool] = lambda: True,
+        clock: Callable[[], float] | None = None,
+        rng: random.Random | None = None,
+        batch_window_s: float = 0.5,
+    ) -> None:
+        self.sources = sources
+        self.target_factory = target_factory
+        self.metrics = metrics
+        self.drainer = drainer
+        self.dry_run = dry_run
+        self.is_leader = is_leader
+        self.clock = clock or time.monotonic
+        self.rng = rng or random.Random()
+        self.batch_window_s = batch_window_s
+        self.workloads: dict[WorkloadRef, Workload] = {}
+        self.cycles = 0
+        self._wakeup = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # ---- inventory ------------------------------------------------------------------
+
+    def apply(self, event: WorkloadEvent) -> None:
+        """Take one inventory change (from the Kubernetes watch or the local backend)."""
+        if event.deleted:
+            gone = self.workloads.pop(event.ref, None)
+            if gone is not None and gone.action is not None:
+                gone.action.cancel()
+            self.metrics.forget(event.ref.namespace, event.ref.name)
+            self.metrics.workloads.set(len(self.workloads))
+            return
+        w = self.workloads.get(event.ref)
+        if w is None:
+            w = Workload(event.ref, self.target_factory(event.ref), event.replicas)
+            w.due_at = self.clock()
+            self.workloads[event.ref] = w
+            self.metrics.workloads.set(len(self.workloads))
+        if not w.busy:
+            w.current = event.replicas
+        w.managed_elsewhere = event.managed_elsewhere
+        if w.update_annotations(event.annotations):
+            w.due_at = self.clock()
+        self._report_spec(w)
+        self._wakeup.set()
+
+    def _report_spec(self, w: Workload) -> None:
+        ns, name = w.ref.namespace, w.ref.name
+        self.metrics.spec_valid.labels(ns, name).set(0 if w.error else 1)
+        if w.error is not None and str(w.error) != w.reported_error:
+            w.reported_error = str(w.error)
+            log_event(
+                logger,
+                "invalid spec",
+                logging.WARNING,
+                namespace=ns,
+                workload=name,
+                key=w.error.key,
+                error=str(w.error),
+            )
+            self._spawn(w.target.record_event("InvalidSpec", str(w.error), warning=True))
+        elif w.error is None:
+            w.reported_error = None
+        if w.managed_elsewhere and w.managed_elsewhere != w.reported_conflict:
+            w.reported_conflict = w.managed_elsewhere
+            message = f"left alone: {w.managed_elsewhere} also scales this workload"
+            log_event(
+                logger, "conflict", logging.WARNING, namespace=ns, workload=name, error=message
+            )
+            self._spawn(w.target.record_event("ManagedElsewhere", message, warning=True))
+
+    # ---- scheduling -----------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Schedule cycles until cancelled; then cancel and await every action."""
+        try:
+            while True:
+                await self._wait_until_due()
+                if self.is_leader():
+                    await self.cycle()
+        finally:
+            await self.aclose()
+
+    async def _wait_until_due(self) -> None:
+        now = self.clock()
+        dues = [w.due_at for w in self.workloads.values() if w.serviceable]
+        delay = min([MAX_IDLE_WAIT_S, *(d - now for d in dues)])
+        if delay > 0:
+            self._wakeup.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), delay)
+
+    async def cycle(self) -> int:
+        """Read and decide every workload due now; returns how many were decided."""
+        started = time.perf_counter()
+        now = self.clock()
+        due = [
+            w
+            for w in self.workloads.values()
+            if w.serviceable and w.due_at <= now + self.batch_window_s
+        ]
+        if not due:
+            return 0
+        triggers = [t for w in due for t in w.spec.triggers]  # type: ignore[union-attr]
+        readings = await self.sources.read(triggers)
+        now = self.clock()
+        offset = 0
+        for w in due:
+            assert w.spec is not None
+            count = len(w.spec.triggers)
+            self._decide(w, w.spec, readings[offset : offset + count], now)
+            offset += count
+        self.cycles += 1
+        self.metrics.loop_duration.observe(time.perf_counter() - started)
+        return len(due)
+
+    def _next_due(self, spec: ScalingSpec, now: float) -> float:
+        return now + spec.polling_interval_s * (1.0 + self.rng.uniform(-JITTER, JITTER))
+
+    # ---- deciding -------------------------------------------------------------------
+
+    def _decide(self, w: Workload, spec: ScalingSpec, readings: list[Reading], now: float) -> None:
+        decision, w.state = decide(spec, w.current, readings, w.state, now)
+        w.due_at = self._next_due(spec, now)
+        self._observe(w, spec, readings, decision)
+        previous, w.last_decision = w.last_decision, decision
+        if previous is None or (previous.replicas, previous.current, previous.reason) != (
+            decision.replicas,
+            decision.current,
+            decision.reason,
+        ):
+            log_event(
+                logger,
+                "decision",
+                namespace=w.ref.namespace,
+                workload=w.ref.name,
+                current=decision.current,
+                desired=decision.replicas,
+                reason=str(decision.reason),
+                message=decision.message,
+                dry_run=self.dry_run,
+            )
+            status = status_of(decision, readings, [t.name for t in spec.triggers], time.time())
+            if not self.dry_run:
+                self._spawn(w.target.write_status(status))
+        if decision.changed and not self.dry_run:
+            w.action = self._spawn(self._act(w, spec, decision))
+
+    def _observe(
+        self, w: Workload, spec: ScalingSpec, readings: list[Reading], decision: Decision
+    ) -> None:
+        m, ns, name = self.metrics, w.ref.namespace, w.ref.name
+        for trigger, reading in zip(spec.triggers, readings, strict=True):
+            labels = (ns, name, trigger.name)
+            if reading.value is None:
+                m.source_errors.labels(*labels).inc()
+                continue
+            m.metric_value.labels(*labels).set(reading.value)
+            if isinstance(trigger, RedisTrigger):
+                m.backlog.labels(*labels).set(reading.backlog or 0)
+                m.in_flight.labels(*labels).set(reading.in_flight or 0)
+        m.desired_replicas.labels(ns, name).set(decision.replicas)
+        m.current_replicas.labels(ns, name).set(decision.current)
+        m.decisions.labels(ns, name, str(decision.reason)).inc()
+        m.fallback_active.labels(ns, name).set(decision.reason is Reason.FALLBACK_ACTIVE)
+
+    async def recheck(self, w: Workload) -> int | None:
+        """A fresh decision for ``w`` without committing it (a drain asks: still wanted?)."""
+        spec = w.spec
+        if spec is None:
+            return None
+        readings = await self.sources.read(list(spec.triggers))
+        if any(r.value is None for r in readings):
+            return None
+        decision, _ = decide(spec, w.current, readings, replace(w.state), self.clock())
+        return decision.replicas
+
+    # ---- acting ---------------------------------------------------------------------
+
+    async def _act(self, w: Workload, spec: ScalingSpec, decision: Decision) -> None:
+        ns, name = w.ref.namespace, w.ref.name
+        try:
+            if decision.replicas > w.current or not spec.drain or self.drainer is None:
+                await w.target.scale(decision.replicas)
+                written = decision.replicas
+            else:
+                written = await self.drainer.scale_down(
+                    w.target, spec, w.current, decision.replicas, lambda: self.recheck(w)
+                )
+        except AutoscalerError as e:
+            w.failures += 1
+            w.due_at = self.clock() + min(60.0, spec.polling_interval_s * 2**w.failures)
+            log_event(
+                logger,
+                "scale failed",
+                logging.WARNING,
+                namespace=ns,
+                workload=name,
+                desired=decision.replicas,
+                error=str(e),
+            )
+            return
+        w.failures = 0
+        if written == w.current:
+            return
+        direction = "up" if written > w.current else "down"
+        log_event(
+            logger,
+            "scaled",
+            namespace=ns,
+            workload=name,
+            current=w.current,
+            desired=written,
+            reason=str(decision.reason),
+        )
+        self.metrics.scale_events.labels(ns, name, direction).inc()
+        w.current = written
+        self.metrics.current_replicas.labels(ns, name).set(written)
+        await w.target.record_event(
+            str(decision.reason), f"scaled {direction} to {written}: {decision.message}"
+        )
+        w.due_at = min(w.due_at, self.clock() + spec.polling_interval_s)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.create_task(self._guard(coro))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    @staticmethod
+    async def _guard(coro: Coroutine[Any, Any, None]) -> None:
+        """A failing side task (an Event, a status write) is logged, never fatal."""
+        try:
+            await coro
+        except AutoscalerError as e:
+            log_event(logger, "side effect failed", logging.WARNING, error=str(e))
+        except Exception:
+            logger.exception("side task crashed")
+
+    async def aclose(self) -> None:
+        """Cancel every action and side task and wait for them (clean shutdown)."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,75 @@
+"""One workload as the loop tracks it: its spec (or why it has none), policy memory, action.
+
+Terms: a workload is *serviceable* when its spec parses, it is not targeted by another
+autoscaler (an HPA) and no action (scale or drain) is in flight for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from autoscaler.config import parse_spec
+from autoscaler.errors import InvalidSpecError
+from autoscaler.policy import Decision, PolicyState, Reading, ScalingSpec
+from autoscaler.targets import Target, WorkloadRef
+
+
+@dataclass
+class Workload:
+    ref: WorkloadRef
+    target: Target
+    current: int
+    spec: ScalingSpec | None = None
+    error: InvalidSpecError | None = None
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    managed_elsewhere: str | None = None
+    state: PolicyState = field(default_factory=PolicyState)
+    due_at: float = 0.0
+    action: asyncio.Task[None] | None = None
+    last_decision: Decision | None = None
+    reported_error: str | None = None  # the invalid-spec message already sent as an Event
+    reported_conflict: str | None = None
+    failures: int = 0  # unexpected errors in a row, for backoff
+
+    @property
+    def busy(self) -> bool:
+        return self.action is not None and not self.action.done()
+
+    @property
+    def serviceable(self) -> bool:
+        return self.spec is not None and self.managed_elsewhere is None and not self.busy
+
+    def update_annotations(self, annotations: Mapping[str, str]) -> bool:
+        """Re-parse the spec when the annotations changed; True when the spec changed."""
+        if annotations == self.annotations and (self.spec or self.error):
+            return False
+        self.annotations = dict(annotations)
+        try:
+            spec = parse_spec(annotations)
+        except InvalidSpecError as e:
+            self.spec, self.error = None, e
+            return True
+        changed = spec != self.spec
+        self.spec, self.error = spec, None
+        if changed:
+            self.state = PolicyState()  # new rules: start the windows afresh
+        return changed
+
+
+def status_of(
+    decision: Decision, readings: list[Reading], names: list[str], at: float
+) -> dict[str, object]:
+    """The JSON recorded in the ``queue-autoscaler.io/status`` annotation."""
+    return {
+        "desired": decision.replicas,
+        "current": decision.current,
+        "reason": str(decision.reason),
+        "message": decision.message,
+        "readings": {
+            name: (r.value if r.value is not None else f"error: {r.error}")
+            for name, r in zip(names, readings, strict=True)
+        },
+        "time": at,
+    }

@@ -1,0 +1,187 @@
+"""The loop against real Redis and in-memory targets: sizing, bad specs, outages."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+import redis.asyncio as aioredis
+from prometheus_client import CollectorRegistry
+
+from autoscaler.config import PREFIX
+from autoscaler.controller import Controller
+from autoscaler.metrics import ControllerMetrics
+from autoscaler.sources import SourcePool
+from autoscaler.targets import WorkloadEvent, WorkloadRef
+from tests.memtarget import MemoryTarget
+from tests.servers import RedisServer
+
+
+def annotations(queue: str, **extra: str) -> dict[str, str]:
+    base = {
+        "redis-list": queue,
+        "messages-per-replica": "50",
+        "polling-interval": "200ms",
+        "scale-up-max-pods": "100",
+        "scale-down-stabilization": "0",
+        "cooldown": "0",
+        "drain": "false",
+    }
+    base.update({k.replace("_", "-"): v for k, v in extra.items()})
+    return {PREFIX + k: v for k, v in base.items()}
+
+
+async def wait_for(check: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met before the deadline")
+        await asyncio.sleep(0.02)
+
+
+class Harness:
+    def __init__(self, redis_url: str) -> None:
+        self.targets: dict[WorkloadRef, MemoryTarget] = {}
+        self.registry = CollectorRegistry()
+        self.pool = SourcePool(redis_url=redis_url)
+        self.controller = Controller(
+            sources=self.pool,
+            target_factory=self._target,
+            metrics=ControllerMetrics(self.registry),
+        )
+
+    def _target(self, ref: WorkloadRef) -> MemoryTarget:
+        return self.targets.setdefault(ref, MemoryTarget(ref))
+
+    def add(self, name: str, replicas: int = 0, **extra: str) -> WorkloadRef:
+        ref = WorkloadRef("default", name)
+        self.controller.apply(WorkloadEvent(ref, annotations(name, **extra), replicas))
+        self.targets[ref].replica_count = replicas
+        return ref
+
+    def replicas(self, ref: WorkloadRef) -> int:
+        return self.targets[ref].replica_count
+
+
+@pytest.fixture
+async def harness(redis_url: str) -> AsyncIterator[Harness]:
+    h = Harness(redis_url)
+    task = asyncio.create_task(h.controller.run(), name="controller")
+    yield h
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await h.pool.aclose()
+
+
+async def test_backlog_scales_within_one_interval_then_back_to_min(
+    harness: Harness, redis_client: aioredis.Redis
+) -> None:
+    ref = harness.add("jobs", replicas=1, min_replicas="1")
+    await redis_client.lpush("jobs", *[f"m{i}" for i in range(500)])
+    started = time.monotonic()
+    await wait_for(lambda: harness.replicas(ref) == 10, timeout_s=0.2 + 1.0)
+    assert time.monotonic() - started < 1.2
+    target = harness.targets[ref]
+    assert ("ScaleUp", "scaled up to 10: redis:jobs 500 / 50 per replica → 10", False) in (
+        target.events
+    )
+    assert target.statuses[-1]["desired"] == 10
+    await redis_client.delete("jobs")
+    await wait_for(lambda: harness.replicas(ref) == 1)
+    assert target.statuses[-1]["reason"] == "TooFewReplicas"
+    assert (
+        harness.registry.get_sample_value(
+            "queue_autoscaler_scale_events_total",
+            {"namespace": "default", "workload": "jobs", "direction": "down"},
+        )
+        == 1
+    )
+
+
+async def test_invalid_spec_is_reported_and_others_still_scale(
+    harness: Harness, redis_client: aioredis.Redis
+) -> None:
+    bad = harness.add("bad", replicas=2, max_replicas="zero")
+    good = harness.add("good", replicas=1)
+    await redis_client.lpush("bad", *["x"] * 200)
+    await redis_client.lpush("good", *["x"] * 200)
+    await wait_for(lambda: harness.replicas(good) == 4)
+    assert harness.replicas(bad) == 2
+    assert harness.targets[bad].scales == []
+    [(reason, message, warning)] = harness.targets[bad].events
+    assert reason == "InvalidSpec" and warning
+    assert PREFIX + "max-replicas" in message and "'zero'" in message
+    assert (
+        harness.registry.get_sample_value(
+            "queue_autoscaler_spec_valid", {"namespace": "default", "workload": "bad"}
+        )
+        == 0
+    )
+
+
+async def test_redis_down_holds_replicas_and_recovers(own_redis: RedisServer) -> None:
+    h = Harness(own_redis.url)
+    client = aioredis.Redis.from_url(own_redis.url)
+    task = asyncio.create_task(h.controller.run(), name="controller")
+    try:
+        ref = h.add("jobs", replicas=1)
+        await client.lpush("jobs", *["x"] * 300)
+        await wait_for(lambda: h.replicas(ref) == 6)
+        own_redis.stop()
+        errors = {"namespace": "default", "workload": "jobs", "trigger": "redis:jobs"}
+        await wait_for(
+            lambda: (
+                (h.registry.get_sample_value("queue_autoscaler_source_errors_total", errors) or 0)
+                >= 3
+            )
+        )
+        assert h.replicas(ref) == 6  # held: an outage is not an empty queue
+        assert h.controller.workloads[ref].last_decision is not None
+        assert h.controller.workloads[ref].last_decision.reason == "MetricError"
+        own_redis.restart()
+        await client.aclose()
+        client = aioredis.Redis.from_url(own_redis.url)
+        await client.lpush("jobs", *["x"] * 100)  # the restarted server is empty
+        await wait_for(lambda: h.replicas(ref) == 2, timeout_s=15)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await h.pool.aclose()
+        await client.aclose()
+
+
+async def test_dry_run_decides_but_writes_nothing(
+    redis_url: str, redis_client: aioredis.Redis
+) -> None:
+    h = Harness(redis_url)
+    h.controller.dry_run = True
+    ref = h.add("jobs", replicas=1)
+    await redis_client.lpush("jobs", *["x"] * 500)
+    assert await h.controller.cycle() == 1
+    decision = h.controller.workloads[ref].last_decision
+    assert decision is not None and decision.replicas == 10
+    assert h.targets[ref].scales == [] and h.targets[ref].statuses == []
+    await h.controller.aclose()
+    await h.pool.aclose()
+
+
+async def test_one_read_per_cycle_for_many_workloads(
+    redis_url: str, redis_client: aioredis.Redis
+) -> None:
+    h = Harness(redis_url)
+    for i in range(50):
+        h.add(f"q{i}", replicas=1)
+    async def script_calls() -> int:
+        stats = await redis_client.info("commandstats")
+        return sum(int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in ("evalsha", "eval"))
+
+    await h.controller.cycle()  # loads the script (EVALSHA → NOSCRIPT → EVAL)
+    for w in h.controller.workloads.values():
+        w.due_at = 0
+    before = await script_calls()
+    assert await h.controller.cycle() == 50
+    assert await script_calls() - before == 1  # fifty workloads, one round trip
+    await h.controller.aclose()
+    await h.pool.aclose()
