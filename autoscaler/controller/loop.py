@@ -18,7 +18,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -52,6 +52,12 @@ class Drainer(Protocol):
         ...
 
 
+class Reaper(Protocol):
+    """Returns dead consumers' messages to their queues (``autoscaler.drain.Reaper``)."""
+
+    async def reap(self, url: str | None, queues: Iterable[str]) -> int: ...
+
+
 class Controller:
     def __init__(
         self,
@@ -65,6 +71,8 @@ class Controller:
         clock: Callable[[], float] | None = None,
         rng: random.Random | None = None,
         batch_window_s: float = 0.5,
+        reaper: Reaper | None = None,
+        reap_interval_s: float = 5.0,
     ) -> None:
         self.sources = sources
         self.target_factory = target_factory
@@ -75,6 +83,8 @@ class Controller:
         self.clock = clock or time.monotonic
         self.rng = rng or random.Random()
         self.batch_window_s = batch_window_s
+        self.reaper = reaper
+        self.reap_interval_s = reap_interval_s
         self.workloads: dict[WorkloadRef, Workload] = {}
         self.cycles = 0
         self._wakeup = asyncio.Event()
@@ -134,6 +144,8 @@ class Controller:
 
     async def run(self) -> None:
         """Schedule cycles until cancelled; then cancel and await every action."""
+        if self.reaper is not None:
+            self._spawn(self._reap_forever(self.reaper))
         try:
             while True:
                 await self._wait_until_due()
@@ -141,6 +153,28 @@ class Controller:
                     await self.cycle()
         finally:
             await self.aclose()
+
+    def queues_by_server(self) -> dict[str | None, set[str]]:
+        """Every Redis list of every valid workload, grouped by server URL."""
+        out: dict[str | None, set[str]] = {}
+        for w in self.workloads.values():
+            for trigger in w.spec.redis_triggers if w.spec else ():
+                out.setdefault(trigger.redis_url, set()).update(trigger.lists)
+        return out
+
+    async def _reap_forever(self, reaper: Reaper) -> None:
+        """Every ``reap_interval_s``: requeue what dead consumers held, on every server."""
+        while True:
+            await asyncio.sleep(self.reap_interval_s)
+            if not self.is_leader():
+                continue
+            for url, queues in self.queues_by_server().items():
+                try:
+                    await reaper.reap(url, sorted(queues))
+                except AutoscalerError as e:
+                    log_event(logger, "reap failed", logging.WARNING, error=str(e))
+                except Exception:  # a reaper bug must not end reaping for good
+                    logger.exception("reaper crashed")
 
     async def _wait_until_due(self) -> None:
         now = self.clock()
