@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from autoscaler.policy import (
+    Decision,
     PolicyState,
     PrometheusTrigger,
     Reading,
@@ -17,6 +18,8 @@ from autoscaler.policy import (
     ScaleUpRule,
     ScalingSpec,
     decide,
+    note_steady,
+    steady,
 )
 
 REDIS = RedisTrigger(("jobs",), messages_per_replica=10)
@@ -271,3 +274,38 @@ def test_no_scale_down_within_window_after_higher_recommendation(
         if decision.recommendation is not None:
             recs.append((now, decision.recommendation))
         current = decision.replicas
+
+
+@settings(max_examples=400)
+@given(
+    specs,
+    histories,
+    st.integers(0, 60),
+    st.lists(st.sampled_from([1.0, 5.0, 40.0]), min_size=12, max_size=12),
+)
+def test_skipping_steady_cycles_changes_no_decision(
+    spec: ScalingSpec, history: list[tuple[int, bool]], start: int, gaps: list[float]
+) -> None:
+    """The loop's shortcut (``steady`` + ``note_steady``) decides exactly as ``decide``."""
+    history = [h for h in history for _ in range(2)]  # repeats make steady cycles likely
+    full_state, lazy_state = PolicyState(), PolicyState()
+    full_current = lazy_current = start
+    previous: Decision | None = None
+    previous_readings: list[Reading] | None = None
+    skipped_at: float | None = None
+    now = 0.0
+    for i, (backlog, ok) in enumerate(history):
+        now += gaps[i % len(gaps)]
+        readings = [q(backlog) if ok else Reading.failed("x")]
+        full, full_state = decide(spec, full_current, readings, full_state, now)
+        if steady(spec, previous, previous_readings, readings, lazy_current):
+            assert previous is not None
+            lazy, skipped_at = previous, now
+        else:
+            if skipped_at is not None and previous is not None:
+                lazy_state = note_steady(lazy_state, skipped_at, previous.recommendation)
+                skipped_at = None
+            lazy, lazy_state = decide(spec, lazy_current, readings, lazy_state, now)
+        assert (lazy.replicas, lazy.reason) == (full.replicas, full.reason)
+        previous, previous_readings = lazy, readings
+        full_current = lazy_current = full.replicas

@@ -25,7 +25,16 @@ from typing import Any, Protocol
 from autoscaler.errors import AutoscalerError
 from autoscaler.logs import log_event
 from autoscaler.metrics import ControllerMetrics
-from autoscaler.policy import Decision, Reading, Reason, RedisTrigger, ScalingSpec, decide
+from autoscaler.policy import (
+    Decision,
+    Reading,
+    Reason,
+    RedisTrigger,
+    ScalingSpec,
+    decide,
+    note_steady,
+    steady,
+)
 from autoscaler.sources import SourcePool
 from autoscaler.targets import Target, WorkloadEvent, WorkloadRef
 
@@ -215,10 +224,19 @@ class Controller:
     # ---- deciding -------------------------------------------------------------------
 
     def _decide(self, w: Workload, spec: ScalingSpec, readings: list[Reading], now: float) -> None:
-        decision, w.state = decide(spec, w.current, readings, w.state, now)
         w.due_at = self._next_due(spec, now)
+        previous = w.last_decision
+        if steady(spec, previous, w.last_readings, readings, w.current):
+            assert previous is not None
+            w.skipped_at = now  # same readings, same count: same decision, nothing to write
+            self.metrics.decisions.labels(w.ref.namespace, w.ref.name, previous.reason).inc()
+            return
+        if w.skipped_at is not None and previous is not None:
+            w.state = note_steady(w.state, w.skipped_at, previous.recommendation)
+            w.skipped_at = None
+        decision, w.state = decide(spec, w.current, readings, w.state, now)
         self._observe(w, spec, readings, decision)
-        previous, w.last_decision = w.last_decision, decision
+        w.last_decision, w.last_readings = decision, readings
         if previous is None or (previous.replicas, previous.current, previous.reason) != (
             decision.replicas,
             decision.current,

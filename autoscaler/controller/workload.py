@@ -29,6 +29,8 @@ class Workload:
     due_at: float = 0.0
     action: asyncio.Task[None] | None = None
     last_decision: Decision | None = None
+    last_readings: list[Reading] | None = None
+    skipped_at: float | None = None  # last steady cycle not run through decide (see steady())
     reported_error: str | None = None  # the invalid-spec message already sent as an Event
     reported_conflict: str | None = None
     failures: int = 0  # unexpected errors in a row, for backoff
@@ -55,6 +57,7 @@ class Workload:
         self.spec, self.error = spec, None
         if changed:
             self.state = PolicyState()  # new rules: start the windows afresh
+            self.last_decision, self.last_readings, self.skipped_at = None, None, None
         return changed
 
 

@@ -1,6 +1,6 @@
 """The pure scaling policy. Standard library only (an import-linter contract keeps it so)."""
 
-from autoscaler.policy.core import decide, proposal, scale_up_limit
+from autoscaler.policy.core import decide, note_steady, proposal, scale_up_limit, steady
 from autoscaler.policy.spec import (
     PrometheusTrigger,
     RedisTrigger,
@@ -22,6 +22,8 @@ __all__ = [
     "ScalingSpec",
     "Trigger",
     "decide",
+    "note_steady",
     "proposal",
     "scale_up_limit",
+    "steady",
 ]

@@ -1,0 +1,183 @@
+"""Cost of one controller cycle at 1, 100, 1,000 and 10,000 annotated workloads.
+
+Runs the real ``Controller`` (batched read through ``SourcePool``, the policy, metrics)
+against a private redis-server, with targets that count the writes they are asked for,
+and beside it a naive loop that does one ``LLEN`` and one GET of the replica count per
+workload. Prints, per size: Redis round trips per cycle, controller CPU ms per cycle
+(``time.process_time``), wall ms, Kubernetes-style writes per steady cycle, and memory per
+workload (tracemalloc). Usage: ``.venv/bin/python bench/bench_cycle.py [--sizes 1,100,...]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import tracemalloc
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis.asyncio as aioredis
+from prometheus_client import CollectorRegistry
+
+sys.path.insert(0, str(Path(__file__).parent.parent))
+
+from autoscaler.config import PREFIX  # noqa: E402
+from autoscaler.controller import Controller  # noqa: E402
+from autoscaler.metrics import ControllerMetrics  # noqa: E402
+from autoscaler.sources import SourcePool  # noqa: E402
+from autoscaler.targets import ReplicaInfo, WorkloadEvent, WorkloadRef  # noqa: E402
+
+CYCLES = 5
+
+
+@dataclass
+class CountingTarget:
+    """Counts the writes the loop asks for (each would be one Kubernetes API call)."""
+
+    ref: WorkloadRef
+    writes: list[str] = field(default_factory=list)
+
+    async def scale(self, replicas: int) -> None:
+        self.writes.append("scale")
+
+    async def replicas(self) -> list[ReplicaInfo]:
+        return []
+
+    async def set_deletion_cost(self, name: str, cost: int | None) -> None:
+        self.writes.append("cost")
+
+    async def record_event(self, reason: str, message: str, *, warning: bool = False) -> None:
+        self.writes.append("event")
+
+    async def write_status(self, status: Mapping[str, object]) -> None:
+        self.writes.append("status")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def script_calls(client: aioredis.Redis) -> int:
+    stats = await client.info("commandstats")
+    return sum(int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in ("evalsha", "eval"))
+
+
+async def client_commands(client: aioredis.Redis) -> int:
+    """Commands sent by clients (Lua's inner calls excluded): total minus script-internal."""
+    stats = await client.info("commandstats")
+    return sum(int(v.get("calls", 0)) for k, v in stats.items() if k.startswith("cmdstat_"))
+
+
+async def setup(client: aioredis.Redis, n: int) -> None:
+    await client.flushall()
+    async with client.pipeline(transaction=False) as pipe:
+        for i in range(n):
+            pipe.lpush(f"q{i}", *[b"m"] * (i % 7 + 1))
+            pipe.set(f"replicas:q{i}", 3)
+        await pipe.execute()
+
+
+async def bench_controller(url: str, client: aioredis.Redis, n: int) -> dict[str, float]:
+    pool = SourcePool(redis_url=url)
+    targets: dict[WorkloadRef, CountingTarget] = {}
+    tracemalloc.start()
+    before_mem = tracemalloc.get_traced_memory()[0]
+    controller = Controller(
+        sources=pool,
+        target_factory=lambda ref: targets.setdefault(ref, CountingTarget(ref)),
+        metrics=ControllerMetrics(CollectorRegistry()),
+    )
+    for i in range(n):
+        annotations = {PREFIX + "redis-list": f"q{i}", PREFIX + "messages-per-replica": "2",
+                       PREFIX + "min-replicas": "1"}
+        replicas = max(1, -(-(i % 7 + 1) // 2))
+        controller.apply(WorkloadEvent(WorkloadRef("bench", f"w{i}"), annotations, replicas))
+    await controller.cycle()  # warm up: loads the script, first statuses
+    await asyncio.sleep(0)
+    per_workload = (tracemalloc.get_traced_memory()[0] - before_mem) / n
+    tracemalloc.stop()
+    for t in targets.values():
+        t.writes.clear()
+    cpu, wall, trips, writes = [], [], [], 0
+    for _ in range(CYCLES):
+        for w in controller.workloads.values():
+            w.due_at = 0.0
+        calls = await script_calls(client)
+        gc.collect()
+        c0, w0 = time.process_time(), time.perf_counter()
+        decided = await controller.cycle()
+        cpu.append(time.process_time() - c0)
+        wall.append(time.perf_counter() - w0)
+        assert decided == n
+        trips.append(await script_calls(client) - calls)
+        await asyncio.sleep(0)  # let any spawned write run
+        writes += sum(len(t.writes) for t in targets.values())
+    await controller.aclose()
+    await pool.aclose()
+    return {"trips": sum(trips) / CYCLES, "cpu_ms": 1000 * min(cpu), "wall_ms": 1000 * min(wall),
+            "writes": writes / CYCLES, "bytes": per_workload}
+
+
+async def bench_naive(client: aioredis.Redis, n: int) -> dict[str, float]:
+    """One LLEN and one GET per workload, awaited one after the other."""
+    cpu, wall = [], []
+    for _ in range(max(1, CYCLES // 2) if n >= 10_000 else CYCLES):
+        before = await client_commands(client)
+        c0, w0 = time.process_time(), time.perf_counter()
+        for i in range(n):
+            length = await client.llen(f"q{i}")
+            current = int(await client.get(f"replicas:q{i}") or 0)
+            _ = max(1, -(-length // 2)) != current
+        cpu.append(time.process_time() - c0)
+        wall.append(time.perf_counter() - w0)
+        trips = await client_commands(client) - before - 1
+    return {"trips": trips, "cpu_ms": 1000 * min(cpu), "wall_ms": 1000 * min(wall),
+            "writes": 0.0, "bytes": 0.0}
+
+
+async def main(sizes: list[int]) -> None:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        sys.exit("redis-server not found: install it (make test does)")
+    port = free_port()
+    server = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                               "--appendonly", "no"], stdout=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    client = aioredis.Redis.from_url(url)
+    try:
+        for _ in range(100):
+            try:
+                await client.ping()
+                break
+            except Exception:
+                await asyncio.sleep(0.05)
+        print(f"{'workloads':>9} | {'loop':<10} | {'round trips':>11} | {'CPU ms':>8} | "
+              f"{'wall ms':>8} | {'writes':>6} | {'bytes/workload':>14}")
+        print("-" * 84)
+        for n in sizes:
+            await setup(client, n)
+            for name, result in (("controller", await bench_controller(url, client, n)),
+                                 ("naive", await bench_naive(client, n))):
+                print(f"{n:>9} | {name:<10} | {result['trips']:>11.0f} | {result['cpu_ms']:>8.1f} "
+                      f"| {result['wall_ms']:>8.1f} | {result['writes']:>6.0f} | "
+                      f"{result['bytes']:>14.0f}")
+    finally:
+        await client.aclose()
+        server.terminate()
+        server.wait()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1,100,1000,10000")
+    args = parser.parse_args()
+    asyncio.run(main([int(s) for s in args.sizes.split(",")]))
