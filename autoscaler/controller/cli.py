@@ -1,0 +1,213 @@
+"""``autoscaler run``: the controller, against a cluster or (``--local``) local processes.
+
+This module assembles the parts — Kubernetes client, inventory watch, leader election,
+metric sources, drain protocol, reaper, metrics server — and owns their tasks: SIGTERM or
+Ctrl-C cancels them all, the drains in flight restore their victims, the Lease is
+released so the standby takes over at once, and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Coroutine
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from redis.asyncio import Redis
+
+from autoscaler import logs
+from autoscaler.controller.loop import Controller
+from autoscaler.drain import Drainer, Reaper
+from autoscaler.errors import AutoscalerError, InputError
+from autoscaler.logs import log_event
+from autoscaler.metrics import ControllerMetrics, start_http_server
+from autoscaler.sources import SourcePool
+from autoscaler.sources.redis import RedisCredentials, make_client
+
+logger = logging.getLogger(__name__)
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "run",
+        help="run the controller (kubeconfig, in-cluster, or --local FILE)",
+        description="Watch annotated workloads, size them from their queues, drain before "
+        "every scale-down.",
+    )
+    parser.add_argument(
+        "--kubeconfig",
+        help="kubeconfig file (default: $KUBECONFIG, else in-cluster, else ~/.kube/config)",
+    )
+    parser.add_argument(
+        "--namespace",
+        action="append",
+        default=[],
+        metavar="NS",
+        help="watch only this namespace (repeatable; default: all)",
+    )
+    parser.add_argument(
+        "--local",
+        metavar="FILE.yaml",
+        help="scale local processes described in FILE instead of a cluster",
+    )
+    parser.add_argument(
+        "--redis-url",
+        default=os.environ.get("REDIS_URL"),
+        help="Redis for workloads without redis-url (default: $REDIS_URL); "
+        "credentials from REDIS_USERNAME / REDIS_PASSWORD(_FILE)",
+    )
+    parser.add_argument(
+        "--prometheus-url",
+        default=os.environ.get("PROMETHEUS_URL"),
+        help="Prometheus for workloads without prometheus-url",
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=8080,
+        help="port of /metrics, /healthz, /readyz (0: off; default 8080)",
+    )
+    parser.add_argument(
+        "--leader-elect",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="elect a leader on a Lease (default: on)",
+    )
+    parser.add_argument("--lease-namespace", help="namespace of the Lease (default: the pod's)")
+    parser.add_argument("--dry-run", action="store_true", help="decide and log, write nothing")
+    parser.add_argument("--log-format", choices=("text", "json"), default="text")
+    parser.add_argument("--log-level", default="INFO")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    logs.configure(args.log_format, args.log_level)
+    if args.metrics_port < 0 or args.metrics_port > 65535:
+        raise InputError(f"--metrics-port {args.metrics_port}: expected 0..65535")
+    return asyncio.run(_main(args))
+
+
+class RedisClients:
+    """One client (one pool) per Redis server for the drain protocol and the reaper."""
+
+    def __init__(self, default_url: str | None) -> None:
+        self.default_url = default_url
+        self.clients: dict[str, Redis] = {}
+        self.credentials = RedisCredentials.from_env()
+
+    def __call__(self, url: str | None) -> Redis:
+        resolved = url or self.default_url
+        if resolved is None:
+            raise AutoscalerError("the workload has no redis-url and --redis-url is not set")
+        if resolved not in self.clients:
+            self.clients[resolved] = make_client(resolved, self.credentials)
+        return self.clients[resolved]
+
+    async def aclose(self) -> None:
+        for client in self.clients.values():
+            await client.aclose()
+        self.clients.clear()
+
+
+async def _main(args: argparse.Namespace) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if args.local:
+        from autoscaler.targets.local import run_local
+
+        code: int = await run_local(
+            args.local,
+            redis_url=args.redis_url,
+            metrics_port=args.metrics_port,
+            dry_run=args.dry_run,
+            stop=stop,
+        )
+        return code
+    return await run_cluster(args, stop)
+
+
+async def run_cluster(args: argparse.Namespace, stop: asyncio.Event) -> int:
+    """The cluster controller until ``stop`` is set; exit code 0 on a clean stop."""
+    from autoscaler.kube import (
+        KubeClient,
+        LeaderElector,
+        LeaderSettings,
+        WorkloadWatcher,
+        default_namespace,
+    )
+    from autoscaler.targets.kubernetes import KubeTarget
+
+    registry = CollectorRegistry()
+    metrics = ControllerMetrics(registry)
+    sources = SourcePool(redis_url=args.redis_url, prometheus_url=args.prometheus_url)
+    redis_for = RedisClients(args.redis_url)
+    try:
+        kube = await KubeClient.connect(args.kubeconfig, metrics=metrics)
+    except AutoscalerError as e:
+        raise InputError(str(e)) from e
+    elector = None
+    if args.leader_elect:
+        settings = LeaderSettings(namespace=args.lease_namespace or default_namespace())
+        elector = LeaderElector(kube, settings, metrics=metrics)
+    watcher: WorkloadWatcher | None = None
+    controller = Controller(
+        sources=sources,
+        target_factory=lambda ref: KubeTarget(
+            kube, ref, last_status=watcher.last_status(ref) if watcher else None
+        ),
+        metrics=metrics,
+        drainer=Drainer(redis_for, metrics),
+        reaper=Reaper(redis_for, metrics),
+        dry_run=args.dry_run,
+        is_leader=elector.is_leader.is_set if elector else lambda: True,
+    )
+    watcher = WorkloadWatcher(kube, controller.apply, namespaces=args.namespace)
+    if elector is None:
+        metrics.leader.set(1)
+    runner = None
+    if args.metrics_port:
+        runner = await start_http_server(registry, args.metrics_port)
+    jobs: list[Coroutine[Any, Any, None]] = [watcher.run(), controller.run()]
+    if elector is not None:
+        jobs.append(elector.run())
+    log_event(
+        logger,
+        "controller started",
+        namespaces=",".join(args.namespace) or "*",
+        leader_elect=args.leader_elect,
+        dry_run=args.dry_run,
+    )
+    try:
+        await run_until(stop, jobs)
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+        await sources.aclose()
+        await redis_for.aclose()
+        await kube.close()
+    log_event(logger, "controller stopped")
+    return 0
+
+
+async def run_until(stop: asyncio.Event, jobs: list[Coroutine[Any, Any, None]]) -> None:
+    """Run ``jobs`` until ``stop`` is set or one of them fails; cancel the rest, in order."""
+    tasks = [asyncio.create_task(job) for job in jobs]
+    stopper = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in [stopper, *reversed(tasks)]:
+            task.cancel()
+        results = await asyncio.gather(*tasks, stopper, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+            with contextlib.suppress(Exception):
+                log_event(logger, "task failed", logging.ERROR, error=repr(result))
+            raise result
