@@ -104,7 +104,7 @@ KEYS: tuple[Key, ...] = (
         "60s",
         "Scale down only to the highest recommendation of this window.",
     ),
-    Key("scale-up-max-pods", "integer ≥ 1", "4", "Scale-up rule: at most this many pods added…"),
+    Key("scale-up-max-pods", "integer ≥ 1", "10", "Scale-up rule: at most this many pods added…"),
     Key("scale-up-max-percent", "number > 0", "100", "…or this percent, whichever is more…"),
     Key("scale-up-period", "duration", "15s", "…per this period."),
     Key(
@@ -383,7 +383,7 @@ def parse_spec(
         tolerance=r.number("tolerance", 0.1, high=1.0),
         scale_down_stabilization_s=r.duration("scale-down-stabilization", 60.0, allow_zero=True),
         scale_up=ScaleUpRule(
-            max_pods=r.integer("scale-up-max-pods", 4, low=1),
+            max_pods=r.integer("scale-up-max-pods", 10, low=1),
             max_percent=r.number("scale-up-max-percent", 100.0, strict=True),
             period_s=r.duration("scale-up-period", 15.0),
         ),

@@ -34,7 +34,7 @@ def test_minimal_redis_spec_has_documented_defaults() -> None:
     assert spec.tolerance == 0.1
     assert spec.scale_down_stabilization_s == 60.0
     assert (spec.scale_up.max_pods, spec.scale_up.max_percent, spec.scale_up.period_s) == (
-        4,
+        10,
         100.0,
         15.0,
     )

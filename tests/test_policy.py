@@ -50,8 +50,9 @@ def one(
         (2, 23, 0, 3, Reason.SCALE_UP),  # 1.15 > 1.1
         (4, 40, 0, 4, Reason.DESIRED_WITHIN_RANGE),
         (1, 5, 5, 1, Reason.DESIRED_WITHIN_RANGE),  # in-flight counts
-        (1, 100, 0, 5, Reason.SCALE_UP_LIMIT),  # +4 pods (or +100%) per period
-        (10, 300, 0, 20, Reason.SCALE_UP_LIMIT),  # +100% of 10 beats +4
+        (1, 100, 0, 10, Reason.SCALE_UP),
+        (1, 300, 0, 11, Reason.SCALE_UP_LIMIT),  # +10 pods (or +100%) per period
+        (12, 300, 0, 24, Reason.SCALE_UP_LIMIT),  # +100% of 12 beats +10
         (0, 1, 0, 1, Reason.ACTIVATED),
         (0, 0, 0, 0, Reason.INACTIVE),
         (50, 5000, 0, 100, Reason.TOO_MANY_REPLICAS),

@@ -31,6 +31,8 @@ from autoscaler.sources.redis import RedisCredentials, make_client
 
 logger = logging.getLogger(__name__)
 
+SHUTDOWN_REPORT_S = 5.0  # a shutdown slower than this logs the tasks it waits for
+
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
@@ -79,6 +81,27 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="elect a leader on a Lease (default: on)",
     )
     parser.add_argument("--lease-namespace", help="namespace of the Lease (default: the pod's)")
+    parser.add_argument(
+        "--lease-duration",
+        type=float,
+        default=15.0,
+        metavar="SECONDS",
+        help="how long a Lease holds without renewal (default 15)",
+    )
+    parser.add_argument(
+        "--renew-deadline",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="the leader steps down if it cannot renew within this (default 10)",
+    )
+    parser.add_argument(
+        "--retry-period",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="how often to try to acquire or renew (default 2)",
+    )
     parser.add_argument("--dry-run", action="store_true", help="decide and log, write nothing")
     parser.add_argument("--log-format", choices=("text", "json"), default="text")
     parser.add_argument("--log-level", default="INFO")
@@ -154,7 +177,15 @@ async def run_cluster(args: argparse.Namespace, stop: asyncio.Event) -> int:
         raise InputError(str(e)) from e
     elector = None
     if args.leader_elect:
-        settings = LeaderSettings(namespace=args.lease_namespace or default_namespace())
+        try:
+            settings = LeaderSettings(
+                namespace=args.lease_namespace or default_namespace(),
+                lease_duration_s=args.lease_duration,
+                renew_deadline_s=args.renew_deadline,
+                retry_period_s=args.retry_period,
+            )
+        except ValueError as e:
+            raise InputError(f"--lease-duration/--renew-deadline/--retry-period: {e}") from e
         elector = LeaderElector(kube, settings, metrics=metrics)
     watcher: WorkloadWatcher | None = None
     controller = Controller(
@@ -205,6 +236,15 @@ async def run_until(stop: asyncio.Event, jobs: list[Coroutine[Any, Any, None]]) 
     finally:
         for task in [stopper, *reversed(tasks)]:
             task.cancel()
+        _, stuck = await asyncio.wait([*tasks, stopper], timeout=SHUTDOWN_REPORT_S)
+        for task in stuck:  # name what holds the shutdown up, then keep waiting
+            log_event(
+                logger,
+                "shutdown waiting",
+                logging.WARNING,
+                task=task.get_name(),
+                stack=" | ".join(repr(f) for f in task.get_stack()),
+            )
         results = await asyncio.gather(*tasks, stopper, return_exceptions=True)
     for result in results:
         if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):

@@ -43,6 +43,7 @@ from .workload import Workload, status_of
 logger = logging.getLogger(__name__)
 
 MAX_IDLE_WAIT_S = 1.0  # re-check leadership and inventory at least this often
+LEADER_POLL_S = 0.1  # how soon a standby notices it leads
 JITTER = 0.05  # ±5% of the polling interval
 
 
@@ -157,11 +158,27 @@ class Controller:
             self._spawn(self._reap_forever(self.reaper))
         try:
             while True:
+                if not self.is_leader():
+                    self._stand_by()
+                    await asyncio.sleep(LEADER_POLL_S)
+                    continue
                 await self._wait_until_due()
-                if self.is_leader():
-                    await self.cycle()
+                await self.cycle()
         finally:
             await self.aclose()
+
+    def _stand_by(self) -> None:
+        """Not leading (yet, or any more): stop every action; the leader owns them now."""
+        for w in self.workloads.values():
+            if w.busy and w.action is not None:
+                log_event(
+                    logger,
+                    "action cancelled",
+                    namespace=w.ref.namespace,
+                    workload=w.ref.name,
+                    reason="not the leader",
+                )
+                w.action.cancel()
 
     def queues_by_server(self) -> dict[str | None, set[str]]:
         """Every Redis list of every valid workload, grouped by server URL."""
@@ -189,7 +206,9 @@ class Controller:
         now = self.clock()
         dues = [w.due_at for w in self.workloads.values() if w.serviceable]
         delay = min([MAX_IDLE_WAIT_S, *(d - now for d in dues)])
-        if delay > 0:
+        if delay <= 0:
+            await asyncio.sleep(0)  # never starve the other tasks, even when always due
+        else:
             self._wakeup.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), delay)

@@ -55,12 +55,12 @@ Trigger = RedisTrigger | PrometheusTrigger
 
 @dataclass(frozen=True)
 class ScaleUpRule:
-    """At most ``max(max_pods, ceil(start · max_percent/100))`` replicas added per period.
+    """At most ``max(start + max_pods, ceil(start · (1 + max_percent/100)))`` replicas per period.
 
     ``start`` is the count at the beginning of the period (the HPA's ``periodStartReplicas``).
     """
 
-    max_pods: int = 4
+    max_pods: int = 10
     max_percent: float = 100.0
     period_s: float = 15.0
 
