@@ -123,3 +123,74 @@ async def eventually(
             logs = "\n".join(f"--- {p.log.name}\n{p.tail()}" for p in procs)
             raise AssertionError(f"timed out after {timeout_s}s waiting for {what}\n{logs}")
         await asyncio.sleep(0.05)
+
+
+class Kubelet:
+    """Runs one ``autoscaler consume`` sidecar per pod of a fake Deployment, as a kubelet would.
+
+    ``sync()`` starts a consumer (``--id`` = pod name) for each new pod, restarts one that
+    died while its pod exists (a crashed container), and for each deleted pod records how
+    many messages its consumer still held at that moment, then sends it SIGTERM.
+    """
+
+    def __init__(
+        self,
+        kube: Any,
+        redis_url: str,
+        queue: str,
+        forward: str,
+        tmp_path: Path,
+        selector: str,
+        *extra: str,
+    ) -> None:
+        self.kube, self.redis_url, self.queue, self.forward = kube, redis_url, queue, forward
+        self.tmp_path, self.selector, self.extra = tmp_path, selector, extra
+        self.consumers: dict[str, Proc] = {}
+        self.held_at_deletion: dict[str, int] = {}
+        self.deleted: list[str] = []
+        self.restarts = 0
+        self.stopping: list[Proc] = []
+
+    async def _start(self, pod: str) -> None:
+        self.consumers[pod] = await Proc.start(
+            self.tmp_path / f"consumer-{pod}-{self.restarts}.log",
+            "consume",
+            "--redis-url",
+            self.redis_url,
+            "--queue",
+            self.queue,
+            "--forward",
+            self.forward,
+            "--id",
+            pod,
+            "--heartbeat-interval",
+            "0.2",
+            "--log-format",
+            "json",
+            *self.extra,
+        )
+
+    async def sync(self, redis: Any) -> None:
+        pods = {p["metadata"]["name"] for p in self.kube.list_pods("default", self.selector)}
+        for pod in sorted(pods - set(self.consumers)):
+            await self._start(pod)
+        for pod, proc in list(self.consumers.items()):
+            if pod not in pods:
+                self.held_at_deletion[pod] = int(await redis.llen(f"{self.queue}:processing:{pod}"))
+                self.deleted.append(pod)
+                if proc.process.returncode is None:
+                    proc.process.send_signal(signal.SIGTERM)
+                self.stopping.append(self.consumers.pop(pod))
+            elif proc.process.returncode is not None:
+                self.restarts += 1
+                await self._start(pod)
+
+    async def run(self, redis: Any, interval_s: float = 0.05) -> None:
+        while True:
+            await self.sync(redis)
+            await asyncio.sleep(interval_s)
+
+    async def stop(self) -> list[int]:
+        procs = [*self.consumers.values(), *self.stopping]
+        self.consumers.clear()
+        return [await p.stop() for p in procs]
