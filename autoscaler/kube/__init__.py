@@ -1,0 +1,32 @@
+"""The only package that talks to the Kubernetes API (``kubernetes.aio``, the official client).
+
+- ``KubeClient`` (``client``): throttled (QPS/burst), retried (429/5xx/connection; 409 only
+  in ``read_modify_write``), errors translated to ``autoscaler.errors.KubeError``.
+- ``WorkloadWatcher`` (``workloads``): list + watch of the annotated Deployments and
+  StatefulSets and of the HPAs, as ``WorkloadEvent``s.
+- ``LeaderElector`` (``leader``): leader election on a ``coordination.k8s.io/v1`` Lease.
+- ``operations``: the ``/scale``, pod, Event and annotation calls ``KubeTarget`` makes.
+
+No ``kubernetes.*`` or ``aiohttp.*`` exception leaves this package.
+"""
+
+from autoscaler.kube.client import ClientSettings, KubeClient
+from autoscaler.kube.leader import (
+    LeaderElector,
+    LeaderSettings,
+    default_identity,
+    default_namespace,
+)
+from autoscaler.kube.listwatch import WatchSettings
+from autoscaler.kube.workloads import WorkloadWatcher
+
+__all__ = [
+    "ClientSettings",
+    "KubeClient",
+    "LeaderElector",
+    "LeaderSettings",
+    "WatchSettings",
+    "WorkloadWatcher",
+    "default_identity",
+    "default_namespace",
+]

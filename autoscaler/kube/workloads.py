@@ -1,0 +1,226 @@
+"""The inventory: list + watch annotated Deployments and StatefulSets, and the HPAs.
+
+``WorkloadWatcher.run()`` keeps one list-then-watch loop per (resource, namespace) — one
+per resource across all namespaces when no namespace is given. Each loop lists (paged),
+then watches from the list's resourceVersion, resumes from the last one it saw when the
+server ends a watch, relists on 410 Gone, and reconnects with backoff after any error: it
+never dies, only cancellation stops it.
+
+Workloads are selected server-side by the label ``queue-autoscaler.io/enabled=true``. Each
+change is handed to ``sink`` as a ``WorkloadEvent`` — only when what the controller sees
+changed: the ``queue-autoscaler.io/`` annotations (minus our own status annotation, whose
+writes would otherwise echo back), ``spec.replicas``, or ``managed_elsewhere``, which names
+the HorizontalPodAutoscaler (autoscaling/v2) whose ``scaleTargetRef`` is the workload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+
+from autoscaler.config import ENABLED_LABEL, PREFIX, STATUS_ANNOTATION
+from autoscaler.errors import KubeError
+from autoscaler.logs import log_event
+from autoscaler.targets import WorkloadEvent, WorkloadRef
+
+from .client import KubeClient, Obj
+from .listwatch import ListWatch, Resource, WatchSettings
+
+logger = logging.getLogger(__name__)
+
+Sink = Callable[[WorkloadEvent], Awaitable[None] | None]
+HpaKey = tuple[str, str]  # (namespace, name)
+
+
+def _ref(kind: str, obj: Obj) -> WorkloadRef:
+    meta = obj.get("metadata") or {}
+    return WorkloadRef(meta.get("namespace", ""), meta.get("name", ""), kind)
+
+
+def _hpa_target(obj: Obj) -> WorkloadRef | None:
+    target = (obj.get("spec") or {}).get("scaleTargetRef") or {}
+    if not target.get("name") or not target.get("kind"):
+        return None
+    return WorkloadRef(
+        (obj.get("metadata") or {}).get("namespace", ""), target["name"], target["kind"]
+    )
+
+
+class WorkloadWatcher:
+    """Keeps the inventory of annotated workloads and tells ``sink`` about every change.
+
+    ``sink`` may be sync (``Controller.apply``) or async (``queue.put``). ``namespaces``:
+    watch only these (one watch per namespace and resource); empty means all namespaces.
+    """
+
+    def __init__(
+        self,
+        kube: KubeClient,
+        sink: Sink,
+        *,
+        namespaces: Sequence[str] = (),
+        settings: WatchSettings | None = None,
+    ) -> None:
+        self.kube = kube
+        self.sink = sink
+        self.namespaces: tuple[str | None, ...] = tuple(dict.fromkeys(namespaces)) or (None,)
+        self.settings = settings or WatchSettings()
+        # What the controller sees of each workload: our annotations and spec.replicas (not
+        # the whole object: 10,000 Deployments would cost ~100 MB).
+        self.workloads: dict[WorkloadRef, tuple[dict[str, str], int]] = {}
+        self.emitted: dict[WorkloadRef, WorkloadEvent] = {}
+        self.statuses: dict[WorkloadRef, str] = {}  # our status annotation, as last seen
+        self.hpas: dict[HpaKey, WorkloadRef] = {}
+        selector = f"{ENABLED_LABEL}=true"
+        apps, autoscaling = kube.apps, kube.autoscaling
+        self.resources = (
+            Resource(
+                "Deployment",
+                apps.list_deployment_for_all_namespaces,
+                apps.list_namespaced_deployment,
+                selector,
+            ),
+            Resource(
+                "StatefulSet",
+                apps.list_stateful_set_for_all_namespaces,
+                apps.list_namespaced_stateful_set,
+                selector,
+            ),
+        )
+        self.hpa_resource = Resource(
+            "HorizontalPodAutoscaler",
+            autoscaling.list_horizontal_pod_autoscaler_for_all_namespaces,
+            autoscaling.list_namespaced_horizontal_pod_autoscaler,
+            None,
+        )
+
+    def last_status(self, ref: WorkloadRef) -> str | None:
+        """The ``queue-autoscaler.io/status`` annotation as last seen (seeds ``KubeTarget``)."""
+        return self.statuses.get(ref)
+
+    async def run(self) -> None:
+        """Run every loop until cancelled. HPAs are listed first, so no workload is ever
+        announced as free and then as managed elsewhere."""
+        hpa_loops = [self._hpa_loop(ns) for ns in self.namespaces]
+        for loop in hpa_loops:
+            try:
+                await loop.relist()
+            except KubeError as e:  # the loop retries with backoff
+                log_event(logger, "hpa list failed", logging.WARNING, error=str(e))
+        loops = hpa_loops + [
+            self._workload_loop(resource, ns)
+            for resource in self.resources
+            for ns in self.namespaces
+        ]
+        async with asyncio.TaskGroup() as group:
+            for loop in loops:
+                group.create_task(loop.run(), name=f"watch {loop.scope}")
+
+    # ---- workloads ----------------------------------------------------------------------
+
+    def _workload_loop(self, resource: Resource, namespace: str | None) -> ListWatch:
+        def in_scope(ref: WorkloadRef) -> bool:
+            return ref.kind == resource.kind and namespace in (None, ref.namespace)
+
+        async def on_list(items: list[Obj]) -> None:
+            seen = {_ref(resource.kind, obj): obj for obj in items}  # in_scope by construction
+            for ref in [r for r in self.workloads if in_scope(r) and r not in seen]:
+                await self._forget(ref)
+            for ref, obj in seen.items():
+                await self._upsert(ref, obj)
+
+        async def on_event(kind: str, obj: Obj) -> None:
+            ref = _ref(resource.kind, obj)
+            if kind == "DELETED":
+                await self._forget(ref)
+            elif kind in ("ADDED", "MODIFIED"):
+                await self._upsert(ref, obj)
+
+        return ListWatch(self.kube, resource, namespace, self.settings, on_list, on_event)
+
+    async def _upsert(self, ref: WorkloadRef, obj: Obj) -> None:
+        annotations = (obj.get("metadata") or {}).get("annotations") or {}
+        ours = {
+            k: v for k, v in annotations.items() if k.startswith(PREFIX) and k != STATUS_ANNOTATION
+        }
+        replicas = (obj.get("spec") or {}).get("replicas")
+        self.workloads[ref] = (ours, 1 if replicas is None else int(replicas))
+        status = annotations.get(STATUS_ANNOTATION)
+        if status is None:
+            self.statuses.pop(ref, None)
+        else:
+            self.statuses[ref] = status
+        await self._emit(ref)
+
+    async def _forget(self, ref: WorkloadRef) -> None:
+        self.workloads.pop(ref, None)
+        self.statuses.pop(ref, None)
+        if self.emitted.pop(ref, None) is not None:
+            await self._deliver(WorkloadEvent(ref, {}, 0, deleted=True))
+
+    async def _emit(self, ref: WorkloadRef) -> None:
+        view = self.workloads.get(ref)
+        if view is None:
+            return
+        annotations, replicas = view
+        event = WorkloadEvent(
+            ref, annotations, replicas, managed_elsewhere=self._managed_elsewhere(ref)
+        )
+        if self.emitted.get(ref) != event:
+            self.emitted[ref] = event
+            await self._deliver(event)
+
+    async def _deliver(self, event: WorkloadEvent) -> None:
+        log_event(
+            logger,
+            "workload deleted" if event.deleted else "workload seen",
+            logging.DEBUG,
+            namespace=event.ref.namespace,
+            workload=event.ref.name,
+            kind=event.ref.kind,
+            replicas=event.replicas,
+            managed_elsewhere=event.managed_elsewhere,
+        )
+        try:
+            result = self.sink(event)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:  # the sink's bug must not stop the inventory
+            logger.exception("workload sink failed workload=%s", event.ref)
+
+    # ---- HPAs ---------------------------------------------------------------------------
+
+    def _managed_elsewhere(self, ref: WorkloadRef) -> str | None:
+        names = sorted(name for (ns, name), target in self.hpas.items() if target == ref)
+        return f"HorizontalPodAutoscaler/{names[0]}" if names else None
+
+    def _hpa_loop(self, namespace: str | None) -> ListWatch:
+        async def on_list(items: list[Obj]) -> None:
+            before = {k: v for k, v in self.hpas.items() if namespace in (None, k[0])}
+            for key in before:
+                del self.hpas[key]
+            for obj in items:
+                self._set_hpa(obj, deleted=False)
+            await self._reemit(set(before.values()) | set(self.hpas.values()))
+
+        async def on_event(kind: str, obj: Obj) -> None:
+            old = self._set_hpa(obj, deleted=kind == "DELETED")
+            await self._reemit({old, _hpa_target(obj)})
+
+        return ListWatch(self.kube, self.hpa_resource, namespace, self.settings, on_list, on_event)
+
+    def _set_hpa(self, obj: Obj, *, deleted: bool) -> WorkloadRef | None:
+        meta = obj.get("metadata") or {}
+        key = (meta.get("namespace", ""), meta.get("name", ""))
+        old = self.hpas.pop(key, None)
+        target = None if deleted else _hpa_target(obj)
+        if target is not None:
+            self.hpas[key] = target
+        return old
+
+    async def _reemit(self, refs: Iterable[WorkloadRef | None]) -> None:
+        for ref in refs:
+            if ref is not None and ref in self.workloads:
+                await self._emit(ref)

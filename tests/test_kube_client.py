@@ -1,0 +1,223 @@
+"""KubeClient over real HTTP against the fake API server: config, retries, errors, throttle."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from autoscaler.errors import KubeConflictError, KubeError, KubeNotFoundError, KubeTransientError
+from autoscaler.kube import ClientSettings, KubeClient
+from autoscaler.kube.client import MERGE_PATCH, Obj
+from autoscaler.metrics import ControllerMetrics
+from tests.fakekube import FakeKubeServer
+from tests.fakekube.fixtures import fake_kube as fake_kube
+from tests.kubeutil import FAST, connect, requests_of, workload
+from tests.kubeutil import kube as kube
+from tests.kubeutil import metrics as metrics
+
+
+def _count(metrics: ControllerMetrics, verb: str, code: str) -> float:
+    value = metrics.registry.get_sample_value(
+        "queue_autoscaler_kube_requests_total", {"verb": verb, "code": code}
+    )
+    return value or 0.0
+
+
+async def _read_scale(kube: KubeClient, name: str = "web") -> Obj:
+    return await kube.call(kube.apps.read_namespaced_deployment_scale, name, "default")
+
+
+async def test_connect_from_kubeconfig_env(
+    fake_kube: FakeKubeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_kube.create(workload("Deployment", "web", replicas=2))
+    assert fake_kube.kubeconfig is not None
+    monkeypatch.setenv("KUBECONFIG", str(fake_kube.kubeconfig))
+    async with await KubeClient.connect() as client:
+        scale = await _read_scale(client)
+    assert scale["kind"] == "Scale"
+    assert scale["spec"]["replicas"] == 2
+
+
+async def test_bad_kubeconfig_is_a_kube_error(tmp_path: Path) -> None:
+    path = tmp_path / "kubeconfig"
+    path.write_text("this: is: not: a kubeconfig")
+    with pytest.raises(KubeError, match="Kubernetes configuration"):
+        await KubeClient.connect(path)
+
+
+async def test_calls_are_counted_by_verb_and_code(
+    fake_kube: FakeKubeServer, kube: KubeClient, metrics: ControllerMetrics
+) -> None:
+    fake_kube.create(workload("Deployment", "web"))
+    await _read_scale(kube)
+    await kube.call(kube.core.list_namespaced_pod, "default", label_selector="app=web")
+    with pytest.raises(KubeNotFoundError):
+        await _read_scale(kube, "missing")
+    assert _count(metrics, "get", "200") == 1
+    assert _count(metrics, "list", "200") == 1
+    assert _count(metrics, "get", "404") == 1  # a 404 is an answer: not retried
+    assert len(requests_of(fake_kube, "get", "/missing/")) == 1
+
+
+async def test_429_burst_is_retried_after_retry_after(
+    fake_kube: FakeKubeServer, kube: KubeClient, metrics: ControllerMetrics
+) -> None:
+    fake_kube.create(workload("Deployment", "web"))
+    fake_kube.inject_faults(429, 3, methods={"get"}, retry_after_s=0)
+    scale = await _read_scale(kube)
+    assert scale["metadata"]["name"] == "web"
+    assert _count(metrics, "get", "429") == 3
+    assert _count(metrics, "get", "200") == 1
+    # Retry-After is honoured even when it is longer than our own backoff.
+    fake_kube.inject_faults(429, 1, methods={"get"}, retry_after_s=1)
+    started = time.monotonic()
+    await _read_scale(kube)
+    assert time.monotonic() - started >= 0.95
+
+
+async def test_500_burst_is_retried_then_gives_up(
+    fake_kube: FakeKubeServer, kube: KubeClient, metrics: ControllerMetrics
+) -> None:
+    fake_kube.create(workload("Deployment", "web", replicas=1))
+    fake_kube.inject_faults(500, 3, methods={"PATCH"})
+    body = {"spec": {"replicas": 3}}
+    scale = await kube.call(
+        kube.apps.patch_namespaced_deployment_scale,
+        "web",
+        "default",
+        body,
+        _content_type=MERGE_PATCH,
+    )
+    assert scale["spec"]["replicas"] == 3
+    assert len(fake_kube.pod_names("default", "app=web")) == 3
+    assert _count(metrics, "patch", "500") == 3
+    # More failures than attempts: the last error is raised, translated.
+    fake_kube.inject_faults(503, FAST.max_attempts)
+    with pytest.raises(KubeTransientError) as raised:
+        await _read_scale(kube)
+    assert raised.value.status == 503
+    assert _count(metrics, "get", "503") == FAST.max_attempts
+
+
+async def test_409_is_raised_by_call_and_reread_by_read_modify_write(
+    fake_kube: FakeKubeServer, kube: KubeClient
+) -> None:
+    fake_kube.create(workload("Deployment", "web"))
+    fake_kube.inject_faults(409, 1, methods={"PATCH"})
+    body = {"metadata": {"annotations": {"x": "1"}}}
+    with pytest.raises(KubeConflictError):  # a plain write is not retried on 409
+        await kube.call(
+            kube.apps.patch_namespaced_deployment,
+            "web",
+            "default",
+            body,
+            _content_type=MERGE_PATCH,
+        )
+
+    reads: list[str] = []
+
+    async def read() -> Obj:
+        current = await kube.call(kube.apps.read_namespaced_deployment, "web", "default")
+        reads.append(current["metadata"]["resourceVersion"])
+        return current
+
+    async def write(current: Obj) -> Obj:
+        count = int(current["metadata"].get("annotations", {}).get("count", "0"))
+        patch = {
+            "metadata": {
+                "resourceVersion": current["metadata"]["resourceVersion"],
+                "annotations": {"count": str(count + 1)},
+            }
+        }
+        return await kube.call(
+            kube.apps.patch_namespaced_deployment,
+            "web",
+            "default",
+            patch,
+            _content_type=MERGE_PATCH,
+        )
+
+    fake_kube.inject_faults(409, 2, methods={"PATCH"})
+    written = await kube.read_modify_write(read, write)
+    assert written["metadata"]["annotations"]["count"] == "1"
+    assert len(reads) == 3  # read, 409, re-read, 409, re-read, written
+
+
+async def test_stale_resource_version_is_a_real_conflict(
+    fake_kube: FakeKubeServer, kube: KubeClient
+) -> None:
+    fake_kube.create(workload("Deployment", "web"))
+    current = await kube.call(kube.apps.read_namespaced_deployment, "web", "default")
+    fake_kube.patch("deployments", "default", "web", {"metadata": {"labels": {"x": "y"}}})
+    stale = {"metadata": {"resourceVersion": current["metadata"]["resourceVersion"]}}
+    with pytest.raises(KubeConflictError, match="409"):
+        await kube.call(
+            kube.apps.patch_namespaced_deployment,
+            "web",
+            "default",
+            stale,
+            _content_type=MERGE_PATCH,
+        )
+
+
+async def test_connection_refused_is_transient(tmp_path: Path, metrics: ControllerMetrics) -> None:
+    async with FakeKubeServer() as server:
+        server.write_kubeconfig(tmp_path / "kubeconfig")
+    # The server is gone: every attempt fails to connect.
+    client = await connect(server, metrics=metrics)
+    try:
+        with pytest.raises(KubeTransientError, match="Connect"):
+            await _read_scale(client)
+    finally:
+        await client.close()
+    assert _count(metrics, "get", "error") == FAST.max_attempts
+
+
+async def test_throttle_limits_qps(fake_kube: FakeKubeServer) -> None:
+    fake_kube.create(workload("Deployment", "web"))
+    settings = ClientSettings(qps=20, burst=5)  # 5 at once, then 5 per 0.25 s
+    client = await connect(fake_kube, settings=settings)
+    try:
+        started = time.monotonic()
+        done: list[float] = []
+
+        async def one() -> None:
+            await _read_scale(client)
+            done.append(time.monotonic() - started)
+
+        await asyncio.gather(*(one() for _ in range(25)))
+    finally:
+        await client.close()
+    done.sort()
+    assert done[4] < 0.24  # the burst goes through at once, within the first window
+    # 25 requests = 5 windows of 5: the last cannot start before 4 × 0.25 s.
+    assert done[-1] >= 0.95
+    assert len(requests_of(fake_kube, "get", "/scale")) == 25
+
+
+async def test_watch_sends_lowercase_true_and_raises_410_in_stream(
+    fake_kube: FakeKubeServer, kube: KubeClient
+) -> None:
+    fake_kube.create(workload("Deployment", "web"))
+    listed = await kube.call(kube.apps.list_namespaced_deployment, "default")
+    version = listed["metadata"]["resourceVersion"]
+    fake_kube.create(workload("Deployment", "other"))
+    fake_kube.compact()  # the history after ``version`` is gone
+    with pytest.raises(KubeError) as raised:
+        async with kube.watch(
+            kube.apps.list_namespaced_deployment,
+            "default",
+            resource_version=version,
+            timeout_s=5,
+        ) as events:
+            async for _ in events:
+                pass
+    assert raised.value.status == 410
+    (watch,) = requests_of(fake_kube, "watch")
+    # The official client sends watch=true (kubernetes_asyncio sends "True").
+    assert watch.query["watch"] == "true"
+    assert watch.query["timeoutSeconds"] == "5"

@@ -1,0 +1,168 @@
+"""KubeTarget over real HTTP against the fake API server (and its ReplicaSet reactor)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from autoscaler.config import STATUS_ANNOTATION
+from autoscaler.errors import KubeNotFoundError
+from autoscaler.kube import KubeClient
+from autoscaler.targets import Target, WorkloadRef
+from autoscaler.targets.kubernetes import DELETION_COST, KubeTarget
+from tests.fakekube import FakeKubeServer
+from tests.fakekube.fixtures import fake_kube as fake_kube
+from tests.kubeutil import kube as kube
+from tests.kubeutil import metrics as metrics
+from tests.kubeutil import requests_of, workload
+
+WEB = WorkloadRef("default", "web", "Deployment")
+
+
+def _target(kube: KubeClient, ref: WorkloadRef = WEB, **kwargs: object) -> KubeTarget:
+    target = KubeTarget(kube, ref, **kwargs)  # type: ignore[arg-type]
+    _protocol: Target = target  # KubeTarget satisfies the Target protocol (mypy checks)
+    return target
+
+
+async def test_scale_through_the_scale_subresource(
+    fake_kube: FakeKubeServer, kube: KubeClient
+) -> None:
+    fake_kube.create(workload("Deployment", "web", replicas=1))
+    target = _target(kube)
+    await target.scale(4)
+    assert len(fake_kube.pod_names("default", "app=web")) == 4
+    state = await target.read_scale()
+    assert (state.desired, state.current) == (4, 4)
+    assert state.selector == "app=web"
+    patches = requests_of(fake_kube, "patch")
+    assert [(r.resource, r.subresource) for r in patches] == [("deployments", "scale")]
+    assert patches[0].body == {"spec": {"replicas": 4}}
+
+
+async def test_statefulset_scale_and_replicas(fake_kube: FakeKubeServer, kube: KubeClient) -> None:
+    fake_kube.create(workload("StatefulSet", "db", replicas=1))
+    target = _target(kube, WorkloadRef("default", "db", "StatefulSet"))
+    await target.scale(3)
+    names = sorted(r.name for r in await target.replicas())
+    assert names == ["db-0", "db-1", "db-2"]
+
+
+async def test_scaling_a_missing_workload_is_not_found(kube: KubeClient) -> None:
+    with pytest.raises(KubeNotFoundError):
+        await _target(kube, WorkloadRef("default", "ghost", "Deployment")).scale(2)
+
+
+async def test_replicas_map_pods_and_cache_the_selector(
+    fake_kube: FakeKubeServer, kube: KubeClient
+) -> None:
+    fake_kube.create(workload("Deployment", "web", replicas=3))
+    fake_kube.create(workload("Deployment", "other", replicas=2))
+    first, second, third = fake_kube.pod_names("default", "app=web")
+    fake_kube.set_pod_ready("default", second, False)
+    fake_kube.set_pod_phase("default", third, "Pending", scheduled=False)
+    target = _target(kube)
+    replicas = {r.name: r for r in await target.replicas()}
+    assert set(replicas) == {first, second, third}
+    assert replicas[first].ready and replicas[first].scheduled
+    assert not replicas[second].ready and replicas[second].scheduled
+    assert not replicas[third].ready and not replicas[third].scheduled
+    assert replicas[first].created_at < replicas[third].created_at
+    await target.replicas()
+    assert len(requests_of(fake_kube, "get", "/scale")) == 1  # the selector is cached
+    lists = requests_of(fake_kube, "list", "/pods")
+    assert [r.query["labelSelector"] for r in lists] == ["app=web", "app=web"]
+
+
+async def test_deletion_cost_set_removed_and_honoured(
+    fake_kube: FakeKubeServer, kube: KubeClient
+) -> None:
+    fake_kube.create(workload("Deployment", "web", replicas=3))
+    oldest = fake_kube.pod_names("default", "app=web")[0]
+    target = _target(kube)
+    await target.set_deletion_cost(oldest, -100)
+    pod = fake_kube.get("pods", "default", oldest)
+    assert pod is not None and pod["metadata"]["annotations"][DELETION_COST] == "-100"
+    assert {r.name: r.deletion_cost for r in await target.replicas()}[oldest] == -100
+    await target.scale(2)  # the ReplicaSet removes the cheapest pod, not the newest
+    assert oldest not in fake_kube.pod_names("default", "app=web")
+
+    survivor = fake_kube.pod_names("default", "app=web")[0]
+    await target.set_deletion_cost(survivor, 5)
+    await target.set_deletion_cost(survivor, None)
+    pod = fake_kube.get("pods", "default", survivor)
+    assert pod is not None and DELETION_COST not in (pod["metadata"].get("annotations") or {})
+
+
+async def test_events_are_created_and_aggregated(
+    fake_kube: FakeKubeServer, kube: KubeClient
+) -> None:
+    deployment = fake_kube.create(workload("Deployment", "web"))
+    target = _target(kube)
+    await target.record_event("ScaleUp", "1 -> 3: backlog 150")
+    await target.record_event("ScaleUp", "1 -> 3: backlog 150")
+    await target.record_event("InvalidSpec", "annotation x: bad", warning=True)
+    await target.record_event("ScaleUp", "1 -> 3: backlog 150")
+    events = fake_kube.events("default")
+    assert len(events) == 2
+    by_reason = {e["reason"]: e for e in events}
+    scale_up, invalid = by_reason["ScaleUp"], by_reason["InvalidSpec"]
+    assert scale_up["count"] == 3 and scale_up["type"] == "Normal"
+    assert invalid["count"] == 1 and invalid["type"] == "Warning"
+    assert scale_up["source"] == {"component": "queue-autoscaler"}
+    assert scale_up["involvedObject"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "namespace": "default",
+        "name": "web",
+        "uid": deployment["metadata"]["uid"],
+    }
+    assert scale_up["firstTimestamp"] <= scale_up["lastTimestamp"]
+    assert len(requests_of(fake_kube, "create", "/events")) == 2
+    assert len(requests_of(fake_kube, "patch", "/events/")) == 2
+
+
+async def test_event_conflict_rereads_and_counts_right(
+    fake_kube: FakeKubeServer, kube: KubeClient
+) -> None:
+    fake_kube.create(workload("Deployment", "web"))
+    target = _target(kube)
+    await target.record_event("Drain", "draining 2 pods")
+    (event,) = fake_kube.events("default")
+    # Someone else bumped it meanwhile: our cached resourceVersion is stale → 409 → re-read.
+    fake_kube.patch("events", "default", event["metadata"]["name"], {"count": 5})
+    await target.record_event("Drain", "draining 2 pods")
+    (event,) = fake_kube.events("default")
+    assert event["count"] == 6
+    assert len(requests_of(fake_kube, "get", "/events/")) == 1
+    # An expired Event (gone) is written anew.
+    fake_kube.delete("events", "default", event["metadata"]["name"])
+    await target.record_event("Drain", "draining 2 pods")
+    (event,) = fake_kube.events("default")
+    assert event["count"] == 1
+
+
+async def test_status_written_only_when_it_changes(
+    fake_kube: FakeKubeServer, kube: KubeClient
+) -> None:
+    fake_kube.create(workload("Deployment", "web"))
+    target = _target(kube)
+    status = {"desired": 3, "current": 1, "reason": "ScaleUp", "readings": {"jobs": 150.0}}
+    await target.write_status({**status, "time": 1000.0})
+    await target.write_status({**status, "time": 1005.0})  # only time differs: no write
+    assert len(requests_of(fake_kube, "patch", "/deployments/web")) == 1
+    deployment = fake_kube.get("deployments", "default", "web")
+    assert deployment is not None
+    text = deployment["metadata"]["annotations"][STATUS_ANNOTATION]
+    assert json.loads(text) == {**status, "time": 1000.0}
+    assert " " not in text  # compact
+    await target.write_status({**status, "desired": 2, "time": 1010.0})
+    assert len(requests_of(fake_kube, "patch", "/deployments/web")) == 2
+
+    # A new target seeded with the annotation (as the watch saw it) writes nothing.
+    written = fake_kube.get("deployments", "default", "web")
+    assert written is not None
+    seeded = _target(kube, last_status=written["metadata"]["annotations"][STATUS_ANNOTATION])
+    await seeded.write_status({**status, "desired": 2, "time": 2000.0})
+    assert len(requests_of(fake_kube, "patch", "/deployments/web")) == 2
