@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import json
 import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import pytest_asyncio
+
 from autoscaler.config import ENABLED_LABEL, PREFIX
+from tests.fakekube import FakeKubeServer
 
 ROOT = Path(__file__).parent.parent
 
@@ -39,6 +43,18 @@ def deployment(name: str, replicas: int, **annotations: str) -> dict[str, Any]:
     }
 
 
+_LIVE: set[asyncio.subprocess.Process] = set()
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    """A test interrupted mid-way (timeout, Ctrl-C) must not leave processes behind."""
+    for process in _LIVE:
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+
+
 class Proc:
     """An ``autoscaler`` subprocess whose stderr goes to a file (shown when a test fails)."""
 
@@ -60,6 +76,7 @@ class Proc:
             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
         handle.close()
+        _LIVE.add(process)
         return cls(process, log)
 
     def lines(self) -> list[dict[str, Any]]:
@@ -194,3 +211,16 @@ class Kubelet:
         procs = [*self.consumers.values(), *self.stopping]
         self.consumers.clear()
         return [await p.stop() for p in procs]
+
+
+@pytest_asyncio.fixture
+async def fake_kube(tmp_path: Path) -> AsyncIterator[FakeKubeServer]:
+    """The fake API server; at teardown, every request made to it must be one the shipped
+    RBAC (``deploy/base``) permits — the controller's RBAC proved, not guessed."""
+    from tests.test_deploy import rbac_denied
+
+    async with FakeKubeServer() as server:
+        server.write_kubeconfig(tmp_path / "kubeconfig")
+        yield server
+        denied = rbac_denied(server.requests, controller_namespace="default")
+        assert not denied, [(r.method, r.path, r.rbac) for r in denied]

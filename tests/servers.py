@@ -20,13 +20,17 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
 
-def wait_until(check: Callable[[], bool], timeout_s: float, what: str, step_s: float = 0.02) -> None:
+
+def wait_until(
+    check: Callable[[], bool], timeout_s: float, what: str, step_s: float = 0.02
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if check():
@@ -34,10 +38,12 @@ def wait_until(check: Callable[[], bool], timeout_s: float, what: str, step_s: f
         time.sleep(step_s)
     raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}")
 
+
 def _port_open(port: int) -> bool:
     with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
         return True
     return False
+
 
 @dataclass
 class RedisServer:
@@ -62,6 +68,7 @@ class RedisServer:
         fresh = start_redis(self.port)
         self.process = fresh.process
 
+
 def start_redis(port: int | None = None) -> RedisServer:
     binary = shutil.which("redis-server")
     if binary is None:
@@ -80,6 +87,7 @@ def start_redis(port: int | None = None) -> RedisServer:
         raise
     return server
 
+
 @dataclass
 class PrometheusServer:
     """A prometheus with a 1 s scrape whose targets come from a file tests can rewrite."""
@@ -96,7 +104,9 @@ class PrometheusServer:
     def set_targets(self, job: str, addresses: list[str]) -> None:
         """Scrape ``addresses`` (host:port) under ``job``; file_sd picks it up within ~1 s."""
         self.targets[job] = addresses
-        groups = [{"targets": addrs, "labels": {"job": name}} for name, addrs in self.targets.items()]
+        groups = [
+            {"targets": addrs, "labels": {"job": name}} for name, addrs in self.targets.items()
+        ]
         tmp = self.workdir / "targets.json.tmp"
         tmp.write_text(json.dumps(groups))
         os.replace(tmp, self.workdir / "targets.json")
@@ -116,6 +126,7 @@ class PrometheusServer:
                 self.process.kill()
                 self.process.wait()
         shutil.rmtree(self.workdir, ignore_errors=True)
+
 
 def start_prometheus(rule_files: list[str] | None = None) -> PrometheusServer:
     binary = shutil.which("prometheus")
@@ -151,9 +162,11 @@ def start_prometheus(rule_files: list[str] | None = None) -> PrometheusServer:
     server = PrometheusServer(port, process, workdir)
 
     def ready() -> bool:
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(f"{server.url}/-/ready", timeout=0.5) as r:
-                return bool(r.status == 200)
+        with (
+            contextlib.suppress(OSError),
+            urllib.request.urlopen(f"{server.url}/-/ready", timeout=0.5) as r,
+        ):
+            return bool(r.status == 200)
         return False
 
     try:
@@ -163,6 +176,7 @@ def start_prometheus(rule_files: list[str] | None = None) -> PrometheusServer:
         raise
     return server
 
+
 @contextlib.contextmanager
 def running_redis() -> Iterator[RedisServer]:
     server = start_redis()
@@ -170,5 +184,6 @@ def running_redis() -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
 
 import urllib.parse  # noqa: E402  (kept beside its only user's import group)

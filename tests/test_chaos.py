@@ -18,8 +18,8 @@ from pathlib import Path
 import redis.asyncio as aioredis
 
 from tests.e2e import Kubelet, controller, deployment, eventually
+from tests.e2e import fake_kube as fake_kube  # the fixture, RBAC-checked
 from tests.fakekube import FakeKubeServer
-from tests.fakekube.fixtures import fake_kube as fake_kube  # the fixture
 from tests.processor import Processor
 
 MESSAGES = 5_000

@@ -12,8 +12,8 @@ import redis.asyncio as aioredis
 
 from autoscaler.config import PREFIX
 from tests.e2e import Kubelet, controller, deployment, eventually
+from tests.e2e import fake_kube as fake_kube  # the fixture, RBAC-checked
 from tests.fakekube import FakeKubeServer
-from tests.fakekube.fixtures import fake_kube as fake_kube  # the fixture
 from tests.processor import Processor
 
 SPEC = {

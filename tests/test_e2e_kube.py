@@ -10,8 +10,8 @@ import redis.asyncio as aioredis
 
 from autoscaler.config import STATUS_ANNOTATION
 from tests.e2e import controller, deployment, eventually
+from tests.e2e import fake_kube as fake_kube  # the fixture, RBAC-checked
 from tests.fakekube import FakeKubeServer
-from tests.fakekube.fixtures import fake_kube as fake_kube  # the fixture
 
 FAST = {
     "messages_per_replica": "50",
@@ -57,9 +57,12 @@ async def test_scale_up_within_one_interval_and_back_to_min(
         }
         await redis_client.delete("jobs")
         await eventually(lambda: replicas(fake_kube, "worker") == 1, 15, "back to min", (proc,))
-        reasons = [e["reason"] for e in fake_kube.events("default")]
-        assert "ScaleUp" in reasons
-        assert "ScaleDown" in reasons or "TooFewReplicas" in reasons
+
+        def reasons() -> set[str]:
+            return {e["reason"] for e in fake_kube.events("default")}
+
+        # The Event is recorded once /scale has answered: poll for it.
+        await eventually(lambda: {"ScaleUp", "TooFewReplicas"} <= reasons(), 5, "events", (proc,))
         scale_writes = [
             r for r in fake_kube.requests if r.subresource == "scale" and r.verb == "patch"
         ]
