@@ -36,7 +36,10 @@ BUILDS = {  # what `kubectl kustomize` renders, by name
 CONTROLLER_NS = "queue-autoscaler"
 # Schema versions: the oldest Kubernetes we support and the newest kubernetes-validate knows.
 MIN_KUBERNETES = "1.30"
-CRDS = {("monitoring.coreos.com/v1", "PodMonitor")}  # no schema in kubernetes-validate
+CRDS = {  # no schema in kubernetes-validate
+    ("monitoring.coreos.com/v1", "PodMonitor"),
+    ("monitoring.coreos.com/v1", "PrometheusRule"),
+}
 # Deprecated or removed API versions (kubernetes-validate only warns on these).
 DEPRECATED = {
     "extensions/v1beta1",
@@ -77,12 +80,17 @@ CONTROLLER_PERMISSIONS = {
     *{("", "pods", v) for v in ("get", "list", "watch", "patch")},
     ("autoscaling", "horizontalpodautoscalers", "list"),
     ("autoscaling", "horizontalpodautoscalers", "watch"),
+    ("", "events", "get"),  # re-read after a 409 on an aggregated Event
     ("", "events", "create"),
     ("", "events", "patch"),
+    ("events.k8s.io", "events", "get"),
     ("events.k8s.io", "events", "create"),
     ("events.k8s.io", "events", "patch"),
 }
-LEASE_PERMISSIONS = {("coordination.k8s.io", "leases", v) for v in ("get", "create", "update")}
+# patch: the elector renews and releases with a merge patch carrying the resourceVersion.
+LEASE_PERMISSIONS = {
+    ("coordination.k8s.io", "leases", v) for v in ("get", "create", "update", "patch")
+}
 
 
 @cache
