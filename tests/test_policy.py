@@ -310,3 +310,29 @@ def test_skipping_steady_cycles_changes_no_decision(
         assert (lazy.replicas, lazy.reason) == (full.replicas, full.reason)
         previous, previous_readings = lazy, readings
         full_current = lazy_current = full.replicas
+
+
+def test_rate_aware_counts_serving_consumers_not_starting_replicas() -> None:
+    """μ per consumer alive: 8 requested replicas of which 2 serve at 2 msg/s each."""
+    spec = replace(SPEC, target_drain_time_s=60)
+    state = PolicyState()
+    backlog, processed = 500.0, 0.0
+    for t in range(0, 30, 5):
+        reading = Reading.from_queue(backlog, 0, processed, consumers=2)
+        _, state = decide(spec, 8, [reading], state, float(t))
+        processed += 4 * 5
+    assert state.rate is not None and state.rate.service_rate == pytest.approx(2.0)
+
+
+def test_rate_aware_raises_an_underestimate_when_the_queue_runs_dry() -> None:
+    spec = replace(SPEC, target_drain_time_s=60)
+    first = Reading.from_queue(10, 0, 0, consumers=4)
+    _, state = decide(spec, 4, [first], PolicyState(), 0.0)
+    _, state = decide(spec, 4, [Reading.from_queue(10, 0, 4, consumers=4)], state, 10.0)
+    assert state.rate is not None and state.rate.service_rate == pytest.approx(0.1)
+    # The queue is empty now, yet each consumer did 1 msg/s: μ is at least that.
+    _, state = decide(spec, 4, [Reading.from_queue(0, 0, 44, consumers=4)], state, 20.0)
+    assert state.rate is not None and state.rate.service_rate == pytest.approx(1.0)
+    # ...and an idle interval never lowers it.
+    _, state = decide(spec, 4, [Reading.from_queue(0, 0, 45, consumers=4)], state, 30.0)
+    assert state.rate.service_rate == pytest.approx(1.0)

@@ -4,8 +4,12 @@ From two successive readings of one queue (``t0``, ``t1``):
 
 - throughput ``x = Δprocessed / Δt`` (acked messages per second),
 - arrival rate ``λ = max(0, Δbacklog / Δt + x)`` (what came in = what grew + what left),
-- per-replica service rate ``μ = x / replicas``, sampled only while the queue was
-  non-empty at both ends — an idle replica says nothing about how fast it can go.
+- per-replica service rate ``μ = x / replicas serving``. The replicas serving are the
+  live consumers when the reading knows them (a pod still starting serves nothing:
+  dividing by the requested count underestimates μ and over-provisions). While the queue
+  was non-empty at both ends every replica was busy and ``x / replicas`` *is* μ (EWMA);
+  otherwise it is only a lower bound, which may raise the estimate, never lower it — so
+  an early underestimate does not stick once the extra replicas have emptied the queue.
 
 Both are smoothed (EWMA, ``ALPHA``). With ``T`` the target drain time, the replicas
 needed to keep up with arrivals and clear the backlog within ``T`` are
@@ -32,7 +36,8 @@ def update_rate(
     """Fold one reading into the estimate; a reading without counters keeps the old one."""
     if reading.backlog is None or reading.processed_total is None:
         return previous
-    fresh = RateEstimate(now, reading.backlog, reading.processed_total, replicas)
+    serving = reading.consumers if reading.consumers is not None else replicas
+    fresh = RateEstimate(now, reading.backlog, reading.processed_total, serving)
     if previous is None or now <= previous.at:
         return fresh if previous is None else previous
     if reading.processed_total < previous.processed_total:  # counter reset: start over
@@ -41,14 +46,18 @@ def update_rate(
     throughput = (reading.processed_total - previous.processed_total) / dt
     arrivals = max(0.0, (reading.backlog - previous.backlog) / dt + throughput)
     service = previous.service_rate
-    busy = previous.backlog > 0 and reading.backlog > 0 and previous.replicas > 0
-    if busy and throughput > 0:
-        service = _ewma(service, throughput / previous.replicas)
+    workers = min(previous.replicas, serving) or max(previous.replicas, serving)
+    if workers > 0 and throughput > 0:
+        sample = throughput / workers
+        if previous.backlog > 0 and reading.backlog > 0:  # saturated: the rate itself
+            service = _ewma(service, sample)
+        elif service is None or sample > service:  # idle slots: a lower bound
+            service = sample
     return RateEstimate(
         now,
         reading.backlog,
         reading.processed_total,
-        replicas,
+        serving,
         arrival_rate=_ewma(previous.arrival_rate, arrivals),
         service_rate=service,
     )

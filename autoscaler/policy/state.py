@@ -31,8 +31,10 @@ class Reading:
 
     ``value`` is the load the trigger sizes on (for a Redis trigger: the queued messages,
     plus the in-flight ones when ``count-in-flight``); ``None`` means unknown — an error,
-    a NaN or an empty Prometheus result — and is never read as zero. ``backlog`` and
-    ``processed_total`` (a monotonic counter of acked messages) feed the rate-aware mode.
+    a NaN or an empty Prometheus result — and is never read as zero. ``backlog``,
+    ``processed_total`` (a monotonic counter of acked messages) and ``consumers`` (the
+    consumers alive, i.e. the replicas actually serving — not the ones still starting)
+    feed the rate-aware mode.
     """
 
     value: float | None
@@ -40,6 +42,7 @@ class Reading:
     in_flight: float | None = None
     processed_total: float | None = None
     error: str | None = None
+    consumers: int | None = None
 
     @classmethod
     def failed(cls, error: str) -> Reading:
@@ -53,9 +56,10 @@ class Reading:
         processed_total: float | None = None,
         *,
         count_in_flight: bool = True,
+        consumers: int | None = None,
     ) -> Reading:
         value = backlog + in_flight if count_in_flight else backlog
-        return cls(value, backlog, in_flight, processed_total)
+        return cls(value, backlog, in_flight, processed_total, consumers=consumers)
 
 
 @dataclass(frozen=True)
@@ -65,7 +69,7 @@ class RateEstimate:
     at: float
     backlog: float
     processed_total: float
-    replicas: int
+    replicas: int  # the replicas serving at ``at``: live consumers when known
     arrival_rate: float | None = None  # λ, messages arriving per second
     service_rate: float | None = None  # μ, messages one replica finishes per second
 

@@ -70,6 +70,8 @@ class Ours:
                 cluster.in_flight,
                 cluster.processed,
                 count_in_flight=trigger.count_in_flight,
+                # the consumers registered: replicas started and still taking messages
+                consumers=sum(1 for r in serving if r.ready),
             )
             for trigger in self.spec.redis_triggers
         ]
