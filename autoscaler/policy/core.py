@@ -244,8 +244,8 @@ _TIME_INDEPENDENT = frozenset(
 def steady(
     spec: ScalingSpec,
     previous: Decision | None,
-    previous_readings: Sequence[Reading] | None,
-    readings: Sequence[Reading],
+    previous_readings: list[Reading] | None,
+    readings: list[Reading],
     current: int,
 ) -> bool:
     """Would ``decide`` return ``previous`` again, changing nothing but the time?
@@ -265,8 +265,7 @@ def steady(
         and spec.target_drain_time_s is None
         # idle above zero with min 0: the cooldown clock is running
         and (previous.active or current == 0 or spec.min_replicas > 0)
-        and previous_readings is not None
-        and list(previous_readings) == list(readings)
+        and previous_readings == readings
     )
 
 

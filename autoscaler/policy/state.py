@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import NamedTuple
 
 
 class Reason(StrEnum):
@@ -25,9 +26,9 @@ class Reason(StrEnum):
     TOO_MANY_REPLICAS = "TooManyReplicas"  # capped at max-replicas
 
 
-@dataclass(frozen=True)
-class Reading:
-    """One trigger's observation in one cycle.
+class Reading(NamedTuple):
+    """One trigger's observation in one cycle (a NamedTuple: immutable, and ten times
+    cheaper to build than a frozen dataclass — the loop makes 10,000 per cycle).
 
     ``value`` is the load the trigger sizes on (for a Redis trigger: the queued messages,
     plus the in-flight ones when ``count-in-flight``); ``None`` means unknown — an error,
