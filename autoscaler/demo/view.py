@@ -1,0 +1,195 @@
+"""What the demo shows while it runs: a sampler, and a live view of its samples.
+
+The ``Sampler`` reads, every ``interval_s``, what an operator would look at — the
+queue (backlog), the consumers' registry (each replica's state and in-flight count),
+the processed and dead-letter counts, the controller's last decision — and keeps the
+series for the summary's plot. The view draws the latest sample with rich when stdout
+is a terminal, else prints one plain line per second (logs go to stderr either way).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TextIO
+
+from redis.asyncio import Redis
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from autoscaler.redisqueue import ConsumerInfo, read_registry
+from autoscaler.targets.local import LocalTarget
+
+STATE_STYLE = {"running": "green", "draining": "yellow", "drained": "cyan", "starting": "dim"}
+
+
+@dataclass(frozen=True)
+class ReplicaRow:
+    name: str
+    state: str  # running / draining / drained (registry), starting, restarting, stopping
+    in_flight: int
+    restarts: int
+
+
+@dataclass(frozen=True)
+class Sample:
+    t_s: float  # since the demo started
+    backlog: int
+    in_flight: int
+    processed: int  # distinct messages processed
+    dead: int
+    current: int
+    desired: int | None
+    rate_per_s: float
+    replicas: tuple[ReplicaRow, ...] = ()
+    decisions: tuple[str, ...] = ()
+
+
+@dataclass
+class Sampler:
+    redis: Redis
+    queue: str
+    record_key: str
+    dead_key: str
+    target: LocalTarget
+    desired: Callable[[], int | None]
+    started: float = field(default_factory=time.monotonic)
+    series: list[Sample] = field(default_factory=list)
+    # Seconds from a replica's start to its consumer's first ``running`` heartbeat.
+    startup_s: dict[str, float] = field(default_factory=dict)
+
+    async def sample(self) -> Sample:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.llen(self.queue)
+            pipe.hlen(self.record_key)
+            pipe.llen(self.dead_key)
+            backlog, processed, dead = await pipe.execute()
+        rows = self._rows(await read_registry(self.redis, self.queue))
+        now = time.monotonic() - self.started
+        previous = self.series[-1] if self.series else None
+        rate = 0.0
+        if previous is not None and now > previous.t_s:
+            rate = (int(processed) - previous.processed) / (now - previous.t_s)
+        sample = Sample(
+            t_s=now,
+            backlog=int(backlog),
+            in_flight=sum(r.in_flight for r in rows),
+            processed=int(processed),
+            dead=int(dead),
+            current=len(self.target.live),
+            desired=self.desired(),
+            rate_per_s=max(0.0, rate),
+            replicas=tuple(rows),
+            decisions=tuple(self._decisions()),
+        )
+        self.series.append(sample)
+        return sample
+
+    def _rows(self, registry: list[ConsumerInfo]) -> list[ReplicaRow]:
+        """Each replica's state: the registry's, or what the target knows before it."""
+        consumers = {c.consumer_id: c for c in registry}
+        rows = []
+        for name, proc in [*self.target.live.items(), *self.target.removing.items()]:
+            info = consumers.get(name)
+            if name in self.target.removing:
+                state = "stopping"
+            elif not proc.running:
+                state = "restarting"
+            elif info is None or not info.lease_alive or info.state is None:
+                state = "starting"
+            else:
+                state = info.state.value
+            if state == "running" and name not in self.startup_s:
+                self.startup_s[name] = time.monotonic() - proc.started_mono
+            in_flight = info.in_flight or 0 if info is not None and info.lease_alive else 0
+            rows.append(ReplicaRow(name, state, in_flight, proc.restarts))
+        return rows
+
+    def _decisions(self, last: int = 5) -> list[str]:
+        out = []
+        for status in list(self.target.statuses)[-last:]:
+            at = float(str(status.get("time", 0)))
+            clock = time.strftime("%H:%M:%S", time.localtime(at))
+            out.append(
+                f"{clock}  {status.get('current')} → {status.get('desired')}  "
+                f"{status.get('reason')}: {status.get('message')}"
+            )
+        return out
+
+
+def plain_line(s: Sample, produced: int) -> str:
+    """One line per sample for a log or a pipe."""
+    states: dict[str, int] = {}
+    for row in s.replicas:
+        states[row.state] = states.get(row.state, 0) + 1
+    shown = ",".join(f"{k}:{v}" for k, v in sorted(states.items())) or "-"
+    last = s.decisions[-1].split("  ", 2)[-1].split(":")[0] if s.decisions else "-"
+    return (
+        f"t={s.t_s:5.1f}s backlog={s.backlog} in_flight={s.in_flight} "
+        f"processed={s.processed}/{produced} rate={s.rate_per_s:.1f}/s dead={s.dead} "
+        f"replicas={s.current} desired={s.desired if s.desired is not None else '-'} "
+        f"states={shown} last={last}"
+    )
+
+
+def render(s: Sample, produced: int, title: str, max_replicas: int) -> Group:
+    """The live terminal view of one sample."""
+    head = Text.assemble((title, "bold"), f"   t={s.t_s:.0f}s")
+    bar_width = 40
+    scale = max(1, max(produced, s.backlog))
+    bar = "█" * min(bar_width, round(bar_width * s.backlog / scale))
+    numbers = Table.grid(padding=(0, 2))
+    for label, value in (
+        ("backlog", f"{s.backlog:>5} {bar}"),
+        ("in flight", f"{s.in_flight:>5}"),
+        ("processed", f"{s.processed:>5} / {produced}   {s.rate_per_s:5.1f}/s"),
+        ("dead-lettered", f"{s.dead:>5}"),
+        (
+            "replicas",
+            f"{s.current:>5} current   {s.desired if s.desired is not None else '-'} desired"
+            f"   (max {max_replicas})",
+        ),
+    ):
+        numbers.add_row(Text(label, style="bold"), value)
+    replicas = Table("replica", "state", "in flight", "restarts", box=None, padding=(0, 2))
+    for row in s.replicas:
+        style = STATE_STYLE.get(row.state, "red")
+        replicas.add_row(
+            row.name, Text(row.state, style=style), str(row.in_flight), str(row.restarts)
+        )
+    decisions = Text("\n".join(s.decisions) or "(none yet)", style="dim")
+    return Group(
+        head, numbers, Text(""), replicas, Text("\nlast decisions", style="bold"), decisions
+    )
+
+
+class Display:
+    """A rich ``Live`` view on a terminal, else a plain line per second on ``out``."""
+
+    def __init__(self, out: TextIO, *, live: bool, title: str, max_replicas: int) -> None:
+        self.out = out
+        self.title = title
+        self.max_replicas = max_replicas
+        self._live = Live(console=Console(file=out), auto_refresh=False) if live else None
+        self._last_line_at = -math.inf
+
+    def __enter__(self) -> Display:
+        if self._live is not None:
+            self._live.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live is not None:
+            self._live.stop()
+
+    def show(self, sample: Sample, produced: int) -> None:
+        if self._live is not None:
+            self._live.update(render(sample, produced, self.title, self.max_replicas))
+            self._live.refresh()
+        elif sample.t_s - self._last_line_at >= 1.0:
+            self._last_line_at = sample.t_s
+            print(plain_line(sample, produced), file=self.out, flush=True)

@@ -1,0 +1,157 @@
+"""The controller assembled for local workloads: ``autoscaler run --local`` and the demo.
+
+The same ``Controller``, ``Drainer`` and ``Reaper`` as in Kubernetes; only the target
+(``LocalTarget``) and the inventory (``LocalInventory`` instead of the watch) differ.
+On stop, the loop is cancelled first (a drain in progress puts its victims back to
+work), then every replica is stopped — SIGTERM, so each sidecar drains and pushes back
+what it holds — and awaited: no process outlives the command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from redis.asyncio import Redis
+
+from autoscaler.controller import Controller
+from autoscaler.drain import Drainer, Reaper
+from autoscaler.errors import AutoscalerError, InputError
+from autoscaler.logs import log_event
+from autoscaler.metrics import ControllerMetrics, start_http_server
+from autoscaler.sources import SourcePool
+from autoscaler.sources.redis import RedisCredentials, make_client
+from autoscaler.targets.local import LocalInventory
+from autoscaler.targets.localfile import LocalWorkload, load_local_file
+
+logger = logging.getLogger(__name__)
+
+
+class RedisClients:
+    """One bytes client per server for the drainer and the reaper, created on first use."""
+
+    def __init__(self, default_url: str | None) -> None:
+        self.default_url = default_url
+        self._clients: dict[str, Redis] = {}
+
+    def __call__(self, url: str | None) -> Redis:
+        resolved = url or self.default_url
+        if resolved is None:
+            raise AutoscalerError("the trigger has no redis-url and --redis-url is not set")
+        if resolved not in self._clients:
+            self._clients[resolved] = make_client(resolved, RedisCredentials.from_env())
+        return self._clients[resolved]
+
+    async def aclose(self) -> None:
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            with contextlib.suppress(Exception):  # closing is best effort
+                await client.aclose()
+
+
+class LocalRun:
+    """Controller + local inventory + metrics server; ``start`` then ``aclose``."""
+
+    def __init__(
+        self,
+        workloads: list[LocalWorkload],
+        *,
+        redis_url: str | None,
+        dry_run: bool = False,
+        log_dir: Path | None = None,
+        grace_period_s: float = 30.0,
+        reap_interval_s: float = 5.0,
+    ) -> None:
+        self.registry = CollectorRegistry()
+        self.metrics = ControllerMetrics(self.registry)
+        self.pool = SourcePool(redis_url=redis_url)
+        self.clients = RedisClients(redis_url)
+        self.inventory = LocalInventory(
+            workloads, redis_url=redis_url, log_dir=log_dir, grace_period_s=grace_period_s
+        )
+        self.controller = Controller(
+            sources=self.pool,
+            target_factory=self.inventory.target_for,
+            metrics=self.metrics,
+            drainer=Drainer(self.clients, self.metrics),
+            reaper=Reaper(self.clients, self.metrics),
+            reap_interval_s=reap_interval_s,
+            dry_run=dry_run,
+        )
+        self.task: asyncio.Task[None] | None = None
+        self._http: web.AppRunner | None = None
+
+    async def start(self, metrics_port: int = 0, metrics_host: str = "0.0.0.0") -> None:
+        """Serve /metrics (port 0: not at all), start the replicas, then the loop."""
+        if metrics_port:
+            try:
+                self._http = await start_http_server(self.registry, metrics_port, host=metrics_host)
+            except OSError as e:
+                raise InputError(f"--metrics-port: cannot listen on {metrics_port}: {e}") from e
+        await self.inventory.start(self.controller.apply)
+        self.task = asyncio.create_task(self.controller.run(), name="controller")
+
+    async def wait(self, stop: asyncio.Event) -> None:
+        """Until ``stop`` is set; raises if the loop itself ended with an error."""
+        assert self.task is not None
+        waiter = asyncio.create_task(stop.wait(), name="stop-wait")
+        try:
+            await asyncio.wait({waiter, self.task}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+            await asyncio.gather(waiter, return_exceptions=True)
+        if self.task.done():
+            self.task.result()  # the loop never ends by itself: surface why it did
+
+    async def aclose(self) -> None:
+        """Loop first (drains are called off), then the replicas, then the clients."""
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+        try:
+            await self.inventory.aclose()
+        finally:
+            await self.pool.aclose()
+            await self.clients.aclose()
+            if self._http is not None:
+                await self._http.cleanup()
+
+
+def check_urls(workloads: list[LocalWorkload], redis_url: str | None) -> None:
+    """Every Redis trigger needs a server: its own redis-url or ``--redis-url``."""
+    for w in workloads:
+        if redis_url is None and any(t.redis_url is None for t in w.spec.redis_triggers):
+            raise InputError(
+                f"{w.where}: key redis-url: missing, and --redis-url is not set (workload {w.name})"
+            )
+
+
+async def run_local(
+    path: str, *, redis_url: str | None, metrics_port: int, dry_run: bool, stop: asyncio.Event
+) -> int:
+    """``autoscaler run --local FILE.yaml`` until ``stop`` is set; the exit code.
+
+    Raises ``InputError`` (exit 2) for a bad file, naming file, line and key. With
+    ``dry_run`` the replicas start at their initial count and are never changed.
+    ``metrics_port`` 0 serves no /metrics.
+    """
+    workloads = load_local_file(path)
+    check_urls(workloads, redis_url)
+    run = LocalRun(workloads, redis_url=redis_url, dry_run=dry_run)
+    log_event(
+        logger,
+        "local run",
+        file=path,
+        workloads=",".join(w.name for w in workloads),
+        dry_run=dry_run,
+    )
+    try:
+        await run.start(metrics_port)
+        await run.wait(stop)
+    finally:
+        await run.aclose()
+    return 0

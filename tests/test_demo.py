@@ -1,0 +1,105 @@
+"""``autoscaler demo`` end to end, as a user runs it: a subprocess with its own Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.test_local_target import pids_with
+
+FAST = ["--latency-median-ms", "100", "--latency-p95-ms", "250", "--failure-rate", "0.02"]
+# Required keys of the --json line (the issue's contract).
+KEYS = {"produced", "processed", "duplicated", "lost", "dead_lettered", "replica_seconds",
+        "wait_p50_s", "wait_p95_s"}  # fmt: skip
+
+
+async def demo(*flags: str, timeout_s: float = 60.0) -> tuple[int, list[str]]:
+    """Run the demo to its end; (exit code, stdout lines)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "autoscaler", "demo", *flags,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), timeout_s)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise
+    assert process.returncode is not None
+    assert not err.strip() or b"Traceback" not in err, err.decode()[-3000:]
+    return process.returncode, out.decode().splitlines()
+
+
+async def test_demo_scales_up_and_back_to_min_and_loses_nothing(tmp_path: Path) -> None:
+    code, lines = await demo(
+        "--messages", "300", "--json", *FAST, "--plot", str(tmp_path / "t.png"),
+        "--export", str(tmp_path / "x"),
+    )  # fmt: skip
+    summary = json.loads(lines[-1])
+    assert code == 0, lines[-15:]
+    assert summary.keys() >= KEYS
+    assert summary["produced"] == summary["processed"] == 300
+    assert summary["lost"] == 0 and summary["pending"] == 0
+    assert summary["peak_replicas"] > 1 and summary["final_replicas"] == 1
+    assert summary["replica_seconds"] > 0 and 0 <= summary["wait_p50_s"] <= summary["wait_p95_s"]
+    assert any("states=" in line and "draining" in line for line in lines) or any(
+        "drained" in line for line in lines
+    )
+    assert (tmp_path / "t.png").read_bytes()[:4] == b"\x89PNG"
+    trace = (tmp_path / "x" / "trace.csv").read_text().splitlines()
+    assert trace[0] == "t_s,arrivals" and sum(int(r.split(",")[1]) for r in trace[1:]) == 300
+    assert "redis-list:" in (tmp_path / "x" / "spec.yaml").read_text()
+
+
+async def test_chaos_kills_replicas_and_loses_nothing() -> None:
+    code, lines = await demo("--messages", "200", "--json", "--chaos", "--seed", "7", *FAST)
+    summary = json.loads(lines[-1])
+    assert code == 0, lines[-15:]
+    assert summary["lost"] == 0 and summary["processed"] == 200
+    assert summary["duplicated"] >= 0
+    assert summary["restarts"] >= 1  # chaos did kill, and the target restarted them
+
+
+async def test_sigterm_drains_stops_redis_and_leaves_no_process() -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "autoscaler", "demo", "--messages", "1000", "--json", *FAST,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    assert process.stdout is not None
+    port, lines = None, []
+    deadline = time.monotonic() + 30
+    try:
+        while time.monotonic() < deadline:  # until the replicas are up and busy
+            line = (await asyncio.wait_for(process.stdout.readline(), 30)).decode()
+            lines.append(line)
+            if port is None and (found := re.search(r"redis://127\.0\.0\.1:(\d+)/", line)):
+                port = int(found.group(1))
+            up = re.search(r"processed=(\d+)/.* replicas=(\d+)", line)
+            if up and int(up.group(1)) >= 20 and int(up.group(2)) >= 3:
+                break  # mid-run: replicas up and busy
+        else:
+            pytest.fail(f"the demo did not scale up: {lines[-5:]}")
+        assert port is not None
+        assert pids_with(f"127.0.0.1:{port}")  # redis-server and the replicas
+        process.send_signal(signal.SIGTERM)
+        rest, _ = await asyncio.wait_for(process.communicate(), 45)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    summary = json.loads(rest.decode().splitlines()[-1])
+    assert process.returncode == 130
+    assert summary["lost"] == 0  # what was not processed is still queued: pending
+    assert summary["processed"] >= 20
+    accounted = summary["processed"] + summary["pending"] + summary["dead_lettered"]
+    assert accounted == summary["produced"]
+    leftovers = [pid for pid in pids_with(f"127.0.0.1:{port}") if pid != os.getpid()]
+    assert leftovers == []  # no redis-server, launcher, sidecar of this demo left

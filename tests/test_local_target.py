@@ -1,0 +1,167 @@
+"""The local target: real processes, removed in deletion-cost order, restarted when they die."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from autoscaler.config import parse_spec
+from autoscaler.drain import LOWEST_DELETION_COST
+from autoscaler.targets.local import LocalTarget
+from autoscaler.targets.localfile import LocalWorkload
+from autoscaler.targets.localrun import LocalRun
+
+SLEEPER = "import sys, time; time.sleep(600)"
+
+
+def workload(command: tuple[str, ...], name: str = "w", **keys: str) -> LocalWorkload:
+    spec_keys = {"redis-list": "jobs", "messages-per-replica": "10", **keys}
+    spec = parse_spec(spec_keys, allow_bare_keys=True)
+    return LocalWorkload(name, spec_keys, spec, command, {"MARK": "{replica_id}"})
+
+
+def pids_with(marker: str) -> list[int]:
+    """Live processes whose command line mentions ``marker`` (zombies included)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+async def wait_for(check: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met before the deadline")
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+def marker() -> str:
+    return f"qa-test-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+async def target(marker: str) -> AsyncIterator[LocalTarget]:
+    t = LocalTarget(workload((sys.executable, "-c", SLEEPER, marker, "{replica_id}")),
+                    grace_period_s=2.0)  # fmt: skip
+    yield t
+    await t.aclose()
+    assert pids_with(marker) == []
+
+
+async def running(t: LocalTarget) -> list[str]:
+    return [r.name for r in await t.replicas() if r.ready]
+
+
+async def test_scale_up_then_down_removes_lowest_cost_then_newest(
+    target: LocalTarget, marker: str
+) -> None:
+    events: list[int] = []
+    target.on_scaled = lambda t: events.append(t.desired)
+    await target.scale(4)
+    assert [r.name for r in await target.replicas()] == ["w-1", "w-2", "w-3", "w-4"]
+    await wait_for(lambda: len(pids_with(marker)) == 4)
+    await target.set_deletion_cost("w-1", LOWEST_DELETION_COST)
+    await target.set_deletion_cost("w-3", LOWEST_DELETION_COST)
+    await target.set_deletion_cost("gone", 5)  # unknown replica: ignored, like a 404
+    await target.scale(2)
+    assert sorted(target.live) == ["w-2", "w-4"]  # exactly the cheapest, not the newest
+    await target.settled()
+    assert len(pids_with(marker)) == 2
+    await target.scale(3)  # ids are never reused
+    await target.scale(1)  # no costs: newest first
+    assert list(target.live) == ["w-2"]
+    assert events == [4, 2, 3, 1]
+    await target.settled()
+    assert target.replica_seconds() > 0
+
+
+async def test_crashed_replica_restarts_under_the_same_id(target: LocalTarget) -> None:
+    await target.scale(2)
+    await wait_for(lambda: all(p.running for p in target.live.values()))
+    first = target.live["w-1"].pid
+    assert first is not None and target.kill("w-1")
+    await wait_for(lambda: target.live["w-1"].restarts == 1 and target.live["w-1"].running)
+    assert target.live["w-1"].pid != first
+    assert sorted(target.live) == ["w-1", "w-2"]
+    assert target.events[-1].reason == "ReplicaRestarted"
+    pid = target.live["w-2"].pid
+    assert pid is not None
+    os.kill(pid, signal.SIGTERM)  # a clean exit is restarted too
+    await wait_for(lambda: target.live["w-2"].restarts == 1 and target.live["w-2"].running)
+
+
+async def test_stop_kills_the_whole_group_and_ignores_sigterm_after_grace(marker: str) -> None:
+    script = (
+        "import signal, subprocess, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN);"
+        f"subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)', '{marker}']);"
+        "time.sleep(600)"
+    )
+    t = LocalTarget(workload((sys.executable, "-c", script, marker)), grace_period_s=0.5)
+    await t.scale(1)
+    await wait_for(lambda: len(pids_with(marker)) == 2)  # the leader and its child
+    started = time.monotonic()
+    await t.scale(0)
+    assert await t.replicas() == []
+    await t.settled()
+    assert 0.5 <= time.monotonic() - started < 5
+    assert pids_with(marker) == []  # SIGKILLed, reaped: no orphan, no zombie
+
+
+async def test_placeholders_and_env(tmp_path: Path) -> None:
+    script = (
+        "import os, sys, time; open(sys.argv[1], 'w').write("
+        "' '.join([os.environ['POD_NAME'], os.environ['MARK'], sys.argv[2], sys.argv[3]]));"
+        "time.sleep(600)"
+    )
+    command = (sys.executable, "-c", script, f"{tmp_path}/{{replica_id}}", "{queue}", "{redis_url}")
+    t = LocalTarget(workload(command, name="env"), redis_url="redis://127.0.0.1:1/0")
+    try:
+        await t.scale(1)
+        out = tmp_path / "env-1"
+        await wait_for(lambda: out.exists() and out.read_text() != "")
+        assert out.read_text() == "env-1 env-1 jobs redis://127.0.0.1:1/0"
+    finally:
+        await t.aclose()
+
+
+async def test_local_run_scales_processes_on_backlog(
+    redis_url: str, redis_client: aioredis.Redis, marker: str
+) -> None:
+    w = workload((sys.executable, "-c", SLEEPER, marker), drain="false", **{
+        "polling-interval": "200ms", "scale-down-stabilization": "0", "min-replicas": "1",
+        "max-replicas": "5", "scale-up-max-pods": "10",
+    })  # fmt: skip
+    run = LocalRun([w], redis_url=redis_url, grace_period_s=2.0)
+    stop = asyncio.Event()
+    try:
+        await run.start()
+        target = run.inventory.targets[next(iter(run.inventory.targets))]
+        assert list(target.live) == ["w-1"]  # min-replicas at start
+        await redis_client.lpush("jobs", *["x"] * 45)
+        await wait_for(lambda: len(target.live) == 5)
+        await wait_for(lambda: len(pids_with(marker)) == 5)
+        await redis_client.delete("jobs")
+        await wait_for(lambda: len(target.live) == 1)
+        assert run.controller.workloads[target.ref].current == 1
+        assert any(e.reason == "ScaleUp" for e in target.events)
+        assert target.statuses[-1]["desired"] == 1
+    finally:
+        stop.set()
+        await run.aclose()
+    assert pids_with(marker) == []
