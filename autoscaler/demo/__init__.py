@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
 import signal
 import sys
 from pathlib import Path
@@ -39,7 +40,7 @@ def register(subparsers: Any) -> None:
     add("--redis-url", help="use this Redis (default: start a private redis-server from PATH)")
     add("--metrics-port", type=int, default=0,
         help="serve the controller's /metrics here (default 0: a free port, shown)")  # fmt: skip
-    add("--duration", type=float, metavar="SECONDS", help="stop after this long at most")
+    add("--duration", type=positive_float, metavar="SECONDS", help="stop after this long at most")
     add("--forever", action="store_true", help="repeat the workload until Ctrl-C")
     add("--json", action="store_true",
         help="print the summary as one JSON object on the last line of stdout")  # fmt: skip
@@ -48,12 +49,14 @@ def register(subparsers: Any) -> None:
         help="write trace.csv and spec.yaml for `autoscaler simulate` to replay")  # fmt: skip
     add("--chaos", action="store_true", help="SIGKILL random replicas every 2-5 s")
     add("--seed", type=int, help="seed for --chaos")
-    add("--latency-median-ms", type=float, default=200.0, help="processor latency (default 200)")
-    add("--latency-p95-ms", type=float, default=500.0, help="its 95th percentile (default 500)")
-    add("--failure-rate", type=float, default=0.02, help="share of HTTP 500s (default 0.02)")
+    add("--latency-median-ms", type=positive_float, default=200.0,
+        help="processor latency (default 200)")  # fmt: skip
+    add("--latency-p95-ms", type=positive_float, default=500.0,
+        help="its 95th percentile (default 500)")  # fmt: skip
+    add("--failure-rate", type=fraction, default=0.02, help="share of HTTP 500s (default 0.02)")
     add("--concurrency", type=_positive, default=1, help="messages per sidecar (default 1)")
     add("--messages-per-replica", type=_positive, default=10, help="the target (default 10)")
-    add("--min-replicas", type=int, default=1, help="default 1")
+    add("--min-replicas", type=_non_negative, default=1, help="default 1")
     add("--max-replicas", type=_positive, default=8, help="default 8")
     add("--log-dir", type=Path, help="keep the replicas' and controller's logs here")
     add("--log-level", default="WARNING", help="controller log level on stderr (default WARNING)")
@@ -88,8 +91,29 @@ def main(args: argparse.Namespace) -> int:
     return asyncio.run(guarded())
 
 
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0: {text!r}")
+    return value
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a number > 0: {text!r}")
+    return value
+
+
+def fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1: {text!r}")
     return value

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from redis.asyncio import Redis
 
+from autoscaler.demo import fraction, positive_float
+
 RECORD_KEY = "demo:processed"
 P95_Z = 1.6448536269514722  # the standard normal's 95th percentile
 MAX_LATENCY_FACTOR = 20.0  # cap a draw at this many medians: no minute-long tail
@@ -91,12 +93,12 @@ async def serve(processor: Processor, host: str, port: int) -> tuple[web.AppRunn
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The processor's flags, shared with the replica launcher and the demo."""
-    parser.add_argument("--latency-median-ms", type=float, default=200.0,
+    parser.add_argument("--latency-median-ms", type=positive_float, default=200.0,
                         help="median processing latency (default 200)")  # fmt: skip
-    parser.add_argument("--latency-p95-ms", type=float, default=500.0,
+    parser.add_argument("--latency-p95-ms", type=positive_float, default=500.0,
                         help="95th percentile latency, lognormal (default 500)")  # fmt: skip
-    parser.add_argument("--failure-rate", type=float, default=0.02,
-                        help="share of requests answered 500 (default 0.02)")  # fmt: skip
+    parser.add_argument("--failure-rate", type=fraction, default=0.02,
+                        help="share of requests answered 500, 0 to <1 (default 0.02)")  # fmt: skip
 
 
 def processor_from_args(args: argparse.Namespace, redis: Redis | None) -> Processor:

@@ -32,6 +32,7 @@ from autoscaler.demo import summary as summ
 from autoscaler.demo.producer import Produced, load_cities, produce, schedule
 from autoscaler.demo.redisserver import PrivateRedis, free_port
 from autoscaler.demo.view import Display, Sample, Sampler
+from autoscaler.errors import InputError, InvalidSpecError
 from autoscaler.keys import dead_letter_key
 from autoscaler.logs import log_event
 from autoscaler.targets.local import LocalTarget
@@ -83,7 +84,7 @@ def spec_keys(o: DemoOptions, queue: str) -> dict[str, str]:
     }
 
 
-def demo_workload(o: DemoOptions, queue: str, record_key: str) -> LocalWorkload:
+def demo_workload(o: DemoOptions, queue: str, record_key: str, tag: str = "") -> LocalWorkload:
     keys = spec_keys(o, queue)
     command = (
         sys.executable, "-m", "autoscaler.demo.replica",
@@ -94,8 +95,13 @@ def demo_workload(o: DemoOptions, queue: str, record_key: str) -> LocalWorkload:
         "--failure-rate", str(o.failure_rate),
         "--drain-timeout", "10", "--heartbeat-interval", "1",
     )  # fmt: skip
-    spec = parse_spec(keys, allow_bare_keys=True, source="the demo's spec")
-    return LocalWorkload("cities", keys, spec, command, {"PYTHONUNBUFFERED": "1"}, where="demo")
+    try:
+        spec = parse_spec(keys, allow_bare_keys=True, source="the demo's spec")
+    except InvalidSpecError as e:  # from the flags: --min-replicas above --max-replicas
+        flag = "--" + e.key
+        raise InputError(f"{flag}: {e.value}: expected {e.expected}") from None
+    env = {"PYTHONUNBUFFERED": "1"}
+    return LocalWorkload(f"cities{tag}", keys, spec, command, env, where="demo")
 
 
 async def run_demo(o: DemoOptions, stop: asyncio.Event, out: TextIO = sys.stdout) -> int:
@@ -123,7 +129,8 @@ class Demo:
         self.redis_url = redis_url
         self.queue = f"demo:cities{tag}"
         self.record_key = f"demo:processed{tag}"
-        self.workload = demo_workload(o, self.queue, self.record_key)
+        self.tag = tag  # on a shared Redis, every key and consumer id of this run carries it
+        self.workload = demo_workload(o, self.queue, self.record_key, tag)
         self.produced = Produced()
         self.rng = random.Random(o.seed)
         self.finished_at: float | None = None
@@ -160,6 +167,9 @@ class Demo:
                 wall_s=ended - started, series=sampler.series, restarts=restarts,
                 startup_s=list(sampler.startup_s.values()),
             )  # fmt: skip
+            if self.tag:  # a shared Redis: leave nothing of this run behind
+                async for key in redis.scan_iter(match=f"*{self.tag}*"):
+                    await redis.delete(key)
         finally:
             await redis.aclose()
         self._report(result, sampler.series, out)
