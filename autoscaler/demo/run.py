@@ -21,7 +21,7 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TextIO
 
@@ -158,6 +158,7 @@ class Demo:
             await asyncio.gather(*tasks, return_exceptions=True)
             replica_s = target.replica_seconds()  # before the final stop of the min replicas
             restarts = target.restarts()
+            drains = _drain_counts(local, target)
             ended = time.monotonic()
             await local.aclose()
         try:
@@ -172,6 +173,7 @@ class Demo:
                     await redis.delete(key)
         finally:
             await redis.aclose()
+        result = replace(result, drains=drains[0], undrained_removals=drains[1])
         self._report(result, sampler.series, out)
         return 1 if result.lost else 130 if interrupted else 0
 
@@ -263,6 +265,15 @@ def _log_to(path: Path) -> None:
     for handler in logging.getLogger().handlers:
         if isinstance(handler, logging.StreamHandler):
             handler.setStream(open(path, "a", encoding="utf-8"))  # noqa: SIM115 (lives as long as the process)
+
+
+def _drain_counts(local: LocalRun, target: LocalTarget) -> tuple[int, int]:
+    """(drains acknowledged, replicas removed undrained) from the controller's metrics."""
+    labels = {"namespace": target.ref.namespace, "workload": target.ref.name}
+    get = local.registry.get_sample_value
+    acknowledged = get("queue_autoscaler_drains_total", {**labels, "stage": "acknowledged"})
+    undrained = get("queue_autoscaler_undrained_pod_removals_total", labels)
+    return int(acknowledged or 0), int(undrained or 0)
 
 
 def _desired(local: LocalRun, target: LocalTarget) -> int | None:

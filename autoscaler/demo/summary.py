@@ -52,6 +52,8 @@ class Summary:
     final_replicas: int = 0
     restarts: int = 0
     startup_p50_s: float | None = None  # replica start → consumer running
+    drains: int = 0  # scale-downs whose victims all acknowledged ``drained``
+    undrained_removals: int = 0  # replicas removed that were not drained victims: must be 0
 
     def as_json(self) -> dict[str, object]:
         """The stable keys first (the contract of ``--json``), then the extras."""
@@ -74,6 +76,7 @@ class Summary:
             ("peak replicas", str(self.peak_replicas)),
             ("restarts", str(self.restarts)),
             ("replica startup", f"{secs(self.startup_p50_s)} (median)"),
+            ("drains", f"{self.drains} acknowledged, {self.undrained_removals} undrained removals"),
             ("wall time", f"{self.wall_s:.1f} s"),
         ]
         return "\n".join(["demo summary"] + [f"  {k:<16}{v}" for k, v in rows])
