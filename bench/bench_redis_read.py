@@ -4,7 +4,8 @@ Run: ``.venv/bin/python bench/bench_redis_read.py [--sizes 1 100 1000 10000] [--
 
 Starts its own redis-server (from PATH, free loopback port, no persistence) and creates N
 queues, one workload each, every queue with a backlog, two registered consumers holding
-messages in their processing lists, and a processed counter. Per cycle it reports:
+messages in their processing lists (one of them alive: its lease key exists), and a
+processed counter. Per cycle it reports:
 
 round trips
     requests the client sent (counted in the connection: a pipeline is one).
@@ -77,7 +78,8 @@ def start_redis() -> tuple[subprocess.Popen[bytes], int]:
 
 
 def populate(port: int, n: int) -> list[RedisTrigger]:
-    """N queues, each with a backlog, two consumers with processing lists, a counter."""
+    """N queues, each with a backlog, two consumers with processing lists (one with a
+    lease), a counter."""
     client = redis.Redis(port=port)
     client.flushall()
     pipe = client.pipeline(transaction=False)
@@ -87,6 +89,7 @@ def populate(port: int, n: int) -> list[RedisTrigger]:
         for c in ("a", "b"):
             pipe.sadd(keys.consumers_key(queue), f"w{i}{c}")
             pipe.rpush(keys.processing_key(queue, f"w{i}{c}"), b"x")
+        pipe.set(keys.lease_key(f"w{i}a"), b"1")  # w{i}b registered, no lease: not alive
         pipe.set(keys.processed_key(queue), i)
     pipe.execute()
     client.close()
@@ -133,7 +136,7 @@ async def bench_size(port: int, n: int, cycles: int) -> list[tuple[str, list[flo
             figures = await measure(port, naive, min(cycles, 3))
         else:
             readings = await source.read(triggers)
-            assert all(r.value is not None for r in readings), readings[:3]
+            assert all(r.value is not None and r.consumers == 1 for r in readings), readings[:3]
             figures = await measure(port, functools.partial(source.read, triggers), cycles)
         await source.aclose()
         rows.append((path, figures))

@@ -24,8 +24,9 @@ from autoscaler import keys
 from autoscaler.errors import SourceError, TransientSourceError
 from autoscaler.policy.spec import PrometheusTrigger, RedisTrigger, Trigger
 from autoscaler.policy.state import Reading
-from autoscaler.sources import Backoff, EnvSecret, Source, SourcePool, redact_url
+from autoscaler.sources import Backoff, EnvSecret, Source, SourcePool, redact_url, redisclient
 from autoscaler.sources.redis import (
+    QueueStats,
     RedisCredentials,
     RedisSource,
     _eval_refused,
@@ -48,8 +49,11 @@ class CountingConnection(Connection):
         await super().send_packed_command(command, check_health)
 
 
-async def fill(client: aioredis.Redis, queue: str, backlog: int, held: Sequence[int] = ()) -> None:
-    """``backlog`` messages in ``queue``; one registered consumer per entry of ``held``."""
+async def fill(
+    client: aioredis.Redis, queue: str, backlog: int, held: Sequence[int] = (), live: int = 0
+) -> None:
+    """``backlog`` messages in ``queue``; one registered consumer per entry of ``held``,
+    the first ``live`` of them with a lease (alive)."""
     if backlog:
         await client.rpush(queue, *[f"m{i}" for i in range(backlog)])
     for n, count in enumerate(held):
@@ -57,13 +61,15 @@ async def fill(client: aioredis.Redis, queue: str, backlog: int, held: Sequence[
         await client.sadd(keys.consumers_key(queue), consumer)
         if count:
             await client.rpush(keys.processing_key(queue, consumer), *["x"] * count)
+        if n < live:
+            await client.set(keys.lease_key(consumer), "1", px=10_000)
 
 
 @pytest.mark.parametrize("use_lua", MODES)
 async def test_backlog_in_flight_and_processed(
     redis_url: str, redis_client: aioredis.Redis, use_lua: bool
 ) -> None:
-    await fill(redis_client, "jobs", 5, held=[2, 0, 3])
+    await fill(redis_client, "jobs", 5, held=[2, 0, 3], live=2)
     await fill(redis_client, "other", 1)
     await redis_client.set(keys.processed_key("jobs"), 40)
     await redis_client.rpush(keys.processing_key("jobs", "unregistered"), "not counted")
@@ -79,10 +85,10 @@ async def test_backlog_in_flight_and_processed(
         )
     finally:
         await src.aclose()
-    assert counted == Reading(10, backlog=5, in_flight=5, processed_total=40)
-    assert uncounted == Reading(5, backlog=5, in_flight=5, processed_total=40)
-    assert both == Reading(11, backlog=6, in_flight=5, processed_total=40)
-    assert empty == Reading(0, backlog=0, in_flight=0, processed_total=0)
+    assert counted == Reading(10, backlog=5, in_flight=5, processed_total=40, consumers=2)
+    assert uncounted == Reading(5, backlog=5, in_flight=5, processed_total=40, consumers=2)
+    assert both == Reading(11, backlog=6, in_flight=5, processed_total=40, consumers=2)
+    assert empty == Reading(0, backlog=0, in_flight=0, processed_total=0, consumers=0)
     assert src.mode == ("lua" if use_lua else "pipeline")
 
 
@@ -92,10 +98,11 @@ async def test_many_triggers_sharing_queues(
 ) -> None:
     rng = random.Random(7)
     sizes = {
-        f"q{i}": (rng.randrange(50), [rng.randrange(4) for _ in range(i % 3)]) for i in range(40)
+        f"q{i}": (rng.randrange(50), [rng.randrange(4) for _ in range(i % 3)], rng.randrange(3))
+        for i in range(40)
     }
-    for queue, (backlog, held) in sizes.items():
-        await fill(redis_client, queue, backlog, held)
+    for queue, (backlog, held, live) in sizes.items():
+        await fill(redis_client, queue, backlog, held, live)
     names = list(sizes)
     triggers = [RedisTrigger(tuple(rng.sample(names, rng.randint(1, 4))), 5) for _ in range(200)]
     src = RedisSource(redis_url, use_lua=use_lua)
@@ -106,7 +113,8 @@ async def test_many_triggers_sharing_queues(
     for trigger, reading in zip(triggers, readings, strict=True):
         backlog = sum(sizes[q][0] for q in trigger.lists)
         in_flight = sum(sum(sizes[q][1]) for q in trigger.lists)
-        assert reading == Reading(backlog + in_flight, backlog, in_flight, 0)
+        live = sum(min(sizes[q][2], len(sizes[q][1])) for q in trigger.lists)
+        assert reading == Reading(backlog + in_flight, backlog, in_flight, 0, consumers=live)
 
 
 @pytest.mark.parametrize("use_lua", MODES)
@@ -116,7 +124,7 @@ async def test_queue_names_that_cannot_be_joined(
     """The script gets names joined by newlines; odd names travel apart, in order."""
     names = ["plain", "two\nlines", "", "\n", "ünï cödé", "last"]
     for n, name in enumerate(names):
-        await fill(redis_client, name, n + 1, [n])
+        await fill(redis_client, name, n + 1, [n], live=n % 2)
     src = RedisSource(redis_url, use_lua=use_lua)
     try:
         readings = await src.read([RedisTrigger((name,), 1) for name in names])
@@ -124,6 +132,58 @@ async def test_queue_names_that_cannot_be_joined(
         await src.aclose()
     assert [r.backlog for r in readings] == [1, 2, 3, 4, 5, 6]
     assert [r.in_flight for r in readings] == [0, 1, 2, 3, 4, 5]
+    assert [r.consumers for r in readings] == [0, 1, 0, 1, 0, 1]
+
+
+@pytest.mark.parametrize("use_lua", MODES)
+async def test_only_consumers_with_a_lease_are_live(
+    redis_url: str, redis_client: aioredis.Redis, use_lua: bool
+) -> None:
+    """A registered consumer counts once its lease exists: one starting pod serves nothing."""
+    for consumer in ("alive", "starting"):
+        await redis_client.sadd(keys.consumers_key("jobs"), consumer)
+    await redis_client.set(keys.lease_key("alive"), "1", px=10_000)
+    await redis_client.set(keys.lease_key("elsewhere"), "1", px=10_000)  # not registered
+    await fill(redis_client, "more", 0, [0, 0], live=2)
+    src = RedisSource(redis_url, use_lua=use_lua)
+    try:
+        jobs, summed = await src.read(
+            [RedisTrigger(("jobs",), 1), RedisTrigger(("jobs", "more"), 1)]
+        )
+        assert jobs.consumers == 1 and summed.consumers == 3
+        await redis_client.delete(keys.lease_key("alive"))  # lease expired
+        (gone,) = await src.read([RedisTrigger(("jobs",), 1)])
+        assert gone == Reading(0, 0, 0, 0, consumers=0)
+    finally:
+        await src.aclose()
+    assert src.mode == ("lua" if use_lua else "pipeline")
+
+
+async def test_lease_keys_refused_fail_only_that_queue(own_redis: RedisServer) -> None:
+    """NOPERM on a lease key comes back in the consumers slot (pcall) in both paths."""
+    admin = aioredis.Redis.from_url(own_redis.url)
+    patterns = ["jobs*", "plain*", "queue-autoscaler:consumers:*", "queue-autoscaler:processed:*"]
+    await admin.acl_setuser(
+        "scaler", enabled=True, passwords=["+s3cret"], keys=patterns, commands=["+@all"]
+    )
+    await fill(admin, "jobs", 3, [1], live=1)
+    await fill(admin, "plain", 2)
+    creds = RedisCredentials.from_env({"REDIS_USERNAME": "scaler", "REDIS_PASSWORD": "s3cret"})
+    try:
+        for use_lua in (True, False):
+            src = RedisSource(own_redis.url, credentials=creds, use_lua=use_lua)
+            try:
+                jobs, plain = await src.read(
+                    [RedisTrigger(("jobs",), 1), RedisTrigger(("plain",), 1)]
+                )
+            finally:
+                await src.aclose()
+            assert src.mode == ("lua" if use_lua else "pipeline")
+            assert jobs.value is None and jobs.error is not None
+            assert "live consumers of jobs" in jobs.error and "access" in jobs.error
+            assert plain == Reading(2, 2, 0, 0, consumers=0)
+    finally:
+        await admin.aclose()
 
 
 async def command_stats(client: aioredis.Redis) -> dict[str, int]:
@@ -152,8 +212,16 @@ async def test_one_round_trip_per_cycle(redis_url: str, redis_client: aioredis.R
     assert all(r.value == 6 for r in readings[:-1]) and readings[-1].value == 12
     delta = {k: n - before.get(k, 0) for k, n in after.items() if n != before.get(k, 0)}
     queues = len(held)
-    # Inside the script: per queue one SMEMBERS, one GET, one LLEN + one per consumer.
-    assert delta == {"evalsha": 1, "smembers": queues, "get": queues, "llen": 3 * queues, "info": 1}
+    # Inside the script: per queue one SMEMBERS, one GET, one LLEN; per consumer one LLEN
+    # and one EXISTS.
+    assert delta == {
+        "evalsha": 1,
+        "smembers": queues,
+        "get": queues,
+        "llen": 3 * queues,
+        "exists": 2 * queues,
+        "info": 1,
+    }
 
 
 async def test_pipeline_takes_two_round_trips(redis_url: str, redis_client: aioredis.Redis) -> None:
@@ -272,7 +340,7 @@ async def test_eval_forbidden_falls_back_to_pipeline(
     src = RedisSource(own_redis.url)
     try:
         (first,) = await src.read([RedisTrigger(("jobs",), 1)])
-        assert first == Reading(5, 3, 2, 0) and src.mode == "pipeline"
+        assert first == Reading(5, 3, 2, 0, consumers=0) and src.mode == "pipeline"
         refused = (await admin.info("commandstats"))["cmdstat_evalsha"]["rejected_calls"]
         (second,) = await src.read([RedisTrigger(("jobs",), 1)])
         assert second.value == 5
@@ -471,21 +539,37 @@ def test_any_reply_gives_readings_or_a_server_error(queues: list[str], reply: ob
 def test_any_well_shaped_reply_gives_one_reading_per_trigger(
     data: st.DataObject, queues: list[str]
 ) -> None:
-    reply = data.draw(st.lists(redis_values, min_size=3 * len(queues), max_size=3 * len(queues)))
+    reply = data.draw(st.lists(redis_values, min_size=4 * len(queues), max_size=4 * len(queues)))
     triggers = [RedisTrigger((q,), 1) for q in queues]
     readings = readings_for("redis://h", triggers, parse_lua_reply(queues, reply))
     assert len(readings) == len(triggers)
     assert all((r.value is None) == (r.error is not None) for r in readings)
 
 
-@given(st.lists(st.integers(0, 2**40), min_size=6, max_size=6))
-def test_well_formed_replies_parse(numbers: list[int]) -> None:
-    results = parse_lua_reply(
-        ["a", "b"], [numbers[0], numbers[1], str(numbers[2]).encode(), *numbers[3:]]
+@given(st.lists(st.integers(0, 2**40), min_size=8, max_size=8), st.booleans())
+def test_well_formed_replies_parse(numbers: list[int], raw_counter: bool) -> None:
+    reply: list[object] = list(numbers)
+    if raw_counter:  # a counter too long for Lua comes back as a string: the slow path
+        reply[2] = str(numbers[2]).encode()
+    results = parse_lua_reply(["a", "b"], reply)
+    assert results == {"a": QueueStats(*numbers[:4]), "b": QueueStats(*numbers[4:])}
+    triggers = [RedisTrigger(("a",), 1), RedisTrigger(("b",), 1), RedisTrigger(("a", "b"), 1)]
+    (a, b, ab) = readings_for("s", triggers, results)
+    for reading, (backlog, in_flight, processed, live) in ((a, numbers[:4]), (b, numbers[4:])):
+        assert reading == Reading(backlog + in_flight, backlog, in_flight, processed, None, live)
+    assert ab.consumers == numbers[3] + numbers[7] and ab.processed_total == numbers[2] + numbers[6]
+
+
+def test_reply_slots_are_backlog_in_flight_processed_consumers() -> None:
+    with pytest.raises(TransientSourceError, match="3 items for 1 queues"):
+        parse_lua_reply(["a"], [1, 2, 3])  # the old three-slot shape
+    results = parse_lua_reply(["a", "b"], [1, 2, 3, 4, 5, 6, 7, ResponseError("NOPERM lease")])
+    assert results["a"] == QueueStats(backlog=1, in_flight=2, processed=3, consumers=4)
+    assert results["b"] == "live consumers of b: NOPERM lease"
+    assert (redisclient.RedisCredentials, redisclient.make_client) == (
+        RedisCredentials,
+        make_client,
     )
-    (a, b) = readings_for("s", [RedisTrigger(("a",), 1), RedisTrigger(("b",), 1)], results)
-    assert a == Reading(numbers[0] + numbers[1], numbers[0], numbers[1], numbers[2])
-    assert b == Reading(numbers[3] + numbers[4], numbers[3], numbers[4], numbers[5])
 
 
 class FakeSource:

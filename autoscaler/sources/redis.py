@@ -2,36 +2,38 @@
 
 Per queue, with key names from ``autoscaler.keys``: *backlog* ``LLEN <queue>``;
 *in-flight*, the sum of ``LLEN <queue>:processing:<id>`` over the consumer ids in the set
-``consumers_key(queue)``; *processed*, ``GET processed_key(queue)`` (missing = 0).
+``consumers_key(queue)``; *processed*, ``GET processed_key(queue)`` (missing = 0);
+*consumers*, how many of those ids are alive: their ``lease_key(id)`` exists (a pod
+still starting, or one whose lease expired, serves nothing).
 
-In-flight needs a server-side lookup (only Redis knows the ids), so a read is one Lua
-script (``EVALSHA``; ``EVAL`` on ``NOSCRIPT``) that takes all queue names and returns a
-flat array of integers. ``bench/bench_redis_read.py`` measured it at 10,000 queues:
-one round trip and ~35 ms of client CPU, against two round trips and ~1,200 ms for a
-pipeline (redis-py parses every reply) and ~4,000 ms for a naive loop. Where scripting
-is refused (ACL ``NOPERM``, a renamed ``EVAL``) the source remembers it and uses the
-pipeline. Every value is validated; a bad key fails only the triggers that read it.
+In-flight and consumers need a server-side lookup (only Redis knows the ids), so a read
+is one Lua script (``EVALSHA``; ``EVAL`` on ``NOSCRIPT``) that takes all queue names and
+returns a flat array of integers. ``bench/bench_redis_read.py`` measured it at 10,000
+queues (two consumers each): one round trip and ~30-50 ms of client CPU (~200 ms of the
+server's), against two round trips and ~1,300 ms for a pipeline (redis-py parses every
+reply) and ~4,500 ms for a naive loop. Where scripting is refused (ACL ``NOPERM``, a
+renamed ``EVAL``) the source remembers it and uses the pipeline. Every value is
+validated; a bad key fails only the triggers that read it. The client itself
+(credentials, timeouts, retry) is ``sources.redisclient``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import redis.asyncio as aioredis
 from redis import exceptions as rex
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.credentials import CredentialProvider
 
 from autoscaler import keys
-from autoscaler.errors import SourceError, TransientSourceError, truncate
+from autoscaler.errors import TransientSourceError, truncate
 from autoscaler.policy.spec import RedisTrigger
 from autoscaler.policy.state import Reading
-from autoscaler.sources import Backoff, EnvSecret, redact_url
+from autoscaler.sources import Backoff, redact_url
+from autoscaler.sources.redisclient import RedisCredentials as RedisCredentials
+from autoscaler.sources.redisclient import make_client as make_client
 
 logger = logging.getLogger(__name__)
 
@@ -47,39 +49,49 @@ def _affixes(key_of: Callable[[str], str]) -> tuple[str, str]:
     return prefix, suffix
 
 
-# ARGV[1..6] of the script; then the queue names (see ``_script_args``).
+_LEASE = _affixes(keys.lease_key)  # around a consumer id, not a queue name
+
+# ARGV[1..8] of the script; then the queue names (see ``_script_args``).
 _SCHEMA_ARGS = (
     *_affixes(keys.consumers_key),
     *_affixes(keys.processed_key),
     *_affixes(lambda q: keys.processing_key(q, "")),
+    *_LEASE,
 )
 
 # pcall, not call: an error on one key (WRONGTYPE, NOPERM) comes back in its slot and
 # fails only the triggers of that queue. A missing counter is 0 (a nil would cut the
 # array short); a counter that is not plain digits is returned raw, for the client to
 # name. Exact up to 15 digits (Lua numbers are doubles); longer ones go raw too.
+# Four integers per queue: backlog, in-flight, processed, live consumers.
 LUA_SCRIPT = """
 local cp, cs, pp, ps, lp, ls = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local ep, es = ARGV[7], ARGV[8]
 local names = {}
-for q in string.gmatch(ARGV[7], '[^\\n]+') do names[#names + 1] = q end
-for i = 8, #ARGV do names[#names + 1] = ARGV[i] end
+for q in string.gmatch(ARGV[9], '[^\\n]+') do names[#names + 1] = q end
+for i = 10, #ARGV do names[#names + 1] = ARGV[i] end
 local out, n = {}, 0
 for _, q in ipairs(names) do
-  local busy = 0
+  local busy, live = 0, 0
   local ids = redis.pcall('SMEMBERS', cp .. q .. cs)
-  if ids.err then busy = ids else
+  if ids.err then busy, live = ids, ids else
     for _, id in ipairs(ids) do
-      local len = redis.pcall('LLEN', lp .. q .. ls .. id)
-      if type(len) ~= 'number' then busy = len; break end
-      busy = busy + len
+      if type(busy) == 'number' then
+        local len = redis.pcall('LLEN', lp .. q .. ls .. id)
+        if type(len) == 'number' then busy = busy + len else busy = len end
+      end
+      if type(live) == 'number' then
+        local on = redis.pcall('EXISTS', ep .. id .. es)
+        if type(on) == 'number' then live = live + on else live = on end
+      end
     end
   end
   local done = redis.pcall('GET', pp .. q .. ps) or 0
   if type(done) == 'string' and #done < 16 and string.find(done, '^%d+$') then
     done = tonumber(done)
   end
-  out[n + 1], out[n + 2], out[n + 3] = redis.pcall('LLEN', q), busy, done
-  n = n + 3
+  out[n + 1], out[n + 2], out[n + 3], out[n + 4] = redis.pcall('LLEN', q), busy, done, live
+  n = n + 4
 end
 return out
 """
@@ -107,6 +119,7 @@ class QueueStats(NamedTuple):
     backlog: int
     in_flight: int
     processed: int
+    consumers: int  # registered consumers whose lease exists
 
 
 QueueResult = QueueStats | str  # str: why the queue could not be read, naming the key
@@ -127,12 +140,15 @@ def _count(raw: object, what: str) -> int:
     raise _BadValue(f"{what}: not a non-negative integer: {truncate(repr(raw), 60)}")
 
 
-def _queue_result(queue: str, backlog: object, in_flight: object, processed: object) -> QueueResult:
+def _queue_result(
+    queue: str, backlog: object, in_flight: object, processed: object, consumers: object
+) -> QueueResult:
     try:
         return QueueStats(
             _count(backlog, queue),
             _count(in_flight, f"in-flight of {queue}"),
             _count(0 if processed is None else processed, keys.processed_key(queue)),
+            _count(consumers, f"live consumers of {queue}"),
         )
     except _BadValue as e:
         return str(e)
@@ -140,13 +156,13 @@ def _queue_result(queue: str, backlog: object, in_flight: object, processed: obj
 
 def parse_lua_reply(queues: Sequence[str], reply: object) -> dict[str, QueueResult]:
     """The script's flat array → per-queue results; a wrong shape fails the whole server."""
-    if not isinstance(reply, list) or len(reply) != 3 * len(queues):
+    if not isinstance(reply, list) or len(reply) != 4 * len(queues):
         shape = f"{len(reply)} items" if isinstance(reply, list) else type(reply).__name__
         raise TransientSourceError(f"malformed script reply: {shape} for {len(queues)} queues")
     if set(map(type, reply)) <= {int} and min(reply, default=0) >= 0:  # the usual case, fast
-        stats = map(QueueStats, reply[0::3], reply[1::3], reply[2::3])
+        stats = map(QueueStats, reply[0::4], reply[1::4], reply[2::4], reply[3::4])
         return dict(zip(queues, stats, strict=True))
-    return {q: _queue_result(q, *reply[3 * i : 3 * i + 3]) for i, q in enumerate(queues)}
+    return {q: _queue_result(q, *reply[4 * i : 4 * i + 4]) for i, q in enumerate(queues)}
 
 
 def readings_for(
@@ -159,7 +175,16 @@ def readings_for(
         lists = trigger.lists
         stats = results.get(lists[0]) if len(lists) == 1 else None
         if type(stats) is QueueStats:
-            append(from_queue(*stats, count_in_flight=trigger.count_in_flight))
+            backlog, in_flight, processed, consumers = stats
+            append(
+                from_queue(
+                    backlog,
+                    in_flight,
+                    processed,
+                    count_in_flight=trigger.count_in_flight,
+                    consumers=consumers,
+                )
+            )
         else:
             append(_summed(server, trigger, results))
     return readings
@@ -171,79 +196,14 @@ def _summed(server: str, trigger: RedisTrigger, results: Mapping[str, QueueResul
         return Reading.failed(f"{server}: {'; '.join(errors)}")
     ok = [s for s in stats if isinstance(s, QueueStats)]
     backlog, in_flight = sum(s.backlog for s in ok), sum(s.in_flight for s in ok)
-    processed = sum(s.processed for s in ok)
+    processed, consumers = sum(s.processed for s in ok), sum(s.consumers for s in ok)
     return Reading.from_queue(
-        backlog, in_flight, processed, count_in_flight=trigger.count_in_flight
+        backlog,
+        in_flight,
+        processed,
+        count_in_flight=trigger.count_in_flight,
+        consumers=consumers,
     )
-
-
-class RedisCredentials(CredentialProvider):
-    """Credentials from the controller's environment, never from an annotation's URL.
-
-    ``REDIS_USERNAME`` (ACL user, optional) and ``REDIS_PASSWORD`` or
-    ``REDIS_PASSWORD_FILE`` (see ``EnvSecret``). redis-py asks on every new connection,
-    so a rotated Secret file is picked up. When set, they replace credentials in the URL.
-    """
-
-    def __init__(self, username: str | None, password: EnvSecret) -> None:
-        self.username, self.password = username, password
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> RedisCredentials:
-        env = os.environ if environ is None else environ
-        return cls(env.get("REDIS_USERNAME") or None, EnvSecret.from_env("REDIS_PASSWORD", env))
-
-    @property
-    def present(self) -> bool:
-        return bool(self.username) or self.password.present
-
-    def get_credentials(self) -> tuple[str] | tuple[str, str]:
-        try:
-            password = self.password.get() or ""
-        except SourceError as e:
-            raise rex.AuthenticationError(str(e)) from e
-        return (self.username, password) if self.username else (password,)
-
-    async def get_credentials_async(self) -> tuple[str] | tuple[str, str]:
-        return self.get_credentials()
-
-
-def make_client(
-    url: str,
-    credentials: RedisCredentials,
-    *,
-    connect_timeout_s: float = 2.0,
-    read_timeout_s: float = 2.0,
-    max_connections: int = 16,
-    **extra: Any,
-) -> aioredis.Redis:
-    """A client with its own pool for one server; ``SourceError`` for a bad URL.
-
-    Connections open lazily; past ``max_connections`` a caller waits up to the connect
-    timeout for a free one. A source uses one per read; the rest is for other users.
-    One immediate retry on a connection error: after a Redis restart the pooled
-    connection is dead and the retry reconnects. Longer waits are ``Backoff``'s job.
-    """
-    kwargs: dict[str, Any] = {
-        "socket_connect_timeout": connect_timeout_s,
-        "socket_timeout": read_timeout_s,
-        "retry": Retry(NoBackoff(), 1, supported_errors=(rex.ConnectionError,)),
-        "max_connections": max_connections,
-        "timeout": connect_timeout_s,  # wait for a free pooled connection
-        **extra,
-    }
-    if credentials.present:  # the environment's credentials replace the URL's
-        scheme, sep, rest = url.partition("://")
-        netloc, slash, tail = rest.partition("/")
-        url = f"{scheme}{sep}{netloc.rpartition('@')[2]}{slash}{tail}"
-        kwargs["credential_provider"] = credentials
-    try:
-        pool = aioredis.BlockingConnectionPool.from_url(url, **kwargs)
-    except (ValueError, rex.RedisError) as e:
-        shown = redact_url(url)
-        detail = str(e) if shown == url else type(e).__name__  # str(e) may quote a password
-        raise SourceError(f"{shown}: unusable redis url: {detail}") from e
-    return aioredis.Redis.from_pool(pool)
 
 
 def _eval_refused(error: rex.ResponseError) -> bool:
@@ -335,7 +295,9 @@ class RedisSource:
             return None
 
     async def _pipeline(self, queues: Sequence[str]) -> dict[str, QueueResult]:
-        """Two round trips: lengths, registries and counters; then the processing lists."""
+        """Two round trips: lengths, registries and counters; then per queue the length of
+        each registered consumer's processing list and one ``EXISTS`` of all their leases
+        (it counts the keys that exist; set members are distinct)."""
         pipe = self._client.pipeline(transaction=False)
         for q in queues:
             pipe.llen(q)
@@ -344,28 +306,35 @@ class RedisSource:
         first: list[Any] = await pipe.execute(raise_on_error=False)
         if len(first) != 3 * len(queues):
             raise TransientSourceError("malformed pipeline reply")
-        totals = [0] * len(queues)
-        broken: dict[int, object] = {}  # queue index → the error that holds its in-flight
-        owners: list[int] = []  # the queue of each LLEN in the second round trip
+        # queue index → its in-flight or the error that holds it; its live consumers or error
+        busy: dict[int, object] = {}
+        live: dict[int, object] = {}
+        asked: list[tuple[int, int]] = []  # (queue, consumers) of the second round trip
+        lease_prefix, lease_suffix = (affix.encode() for affix in _LEASE)
         for i, q in enumerate(queues):
             members = first[3 * i + 1]
             if not isinstance(members, set | list):
-                broken[i] = members
+                busy[i] = live[i] = members
+                continue
+            if not members:
                 continue
             prefix = keys.processing_key(q, "").encode()
-            for member in members:
-                pipe.llen(prefix + (member if isinstance(member, bytes) else b"?"))
-                owners.append(i)
-        lengths: list[Any] = await pipe.execute(raise_on_error=False) if owners else []
-        if len(lengths) != len(owners):
+            ids = [m if isinstance(m, bytes) else str(m).encode() for m in members]
+            for member_id in ids:
+                pipe.llen(prefix + member_id)
+            pipe.exists(*(lease_prefix + member_id + lease_suffix for member_id in ids))
+            asked.append((i, len(ids)))
+        second: list[Any] = await pipe.execute(raise_on_error=False) if asked else []
+        if len(second) != sum(n + 1 for _, n in asked):
             raise TransientSourceError("malformed pipeline reply")
-        for i, length in zip(owners, lengths, strict=True):
-            if isinstance(length, int) and length >= 0:
-                totals[i] += length
-            else:
-                broken.setdefault(i, length)
+        at = 0
+        for i, n in asked:
+            lengths, at = second[at : at + n], at + n + 1
+            bad = [x for x in lengths if not (isinstance(x, int) and x >= 0)]
+            busy[i] = bad[0] if bad else sum(lengths)
+            live[i] = second[at - 1]
         return {
-            q: _queue_result(q, first[3 * i], broken.get(i, totals[i]), first[3 * i + 2])
+            q: _queue_result(q, first[3 * i], busy.get(i, 0), first[3 * i + 2], live.get(i, 0))
             for i, q in enumerate(queues)
         }
 
