@@ -18,7 +18,7 @@ system-deps:
 	@scripts/ensure-system-deps.sh redis-server prometheus
 
 demo: $(STAMP) system-deps
-	$(VENV)/bin/autoscaler simulate --trace burst $(DEMO_ARGS)
+	$(VENV)/bin/autoscaler demo $(DEMO_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check autoscaler tests bench
