@@ -9,11 +9,13 @@
     │   ├── KubeConflictError       409: stale resourceVersion, re-read and retry
     │   ├── KubeNotFoundError       404: the object is gone
     │   └── KubeTransientError      429 / 5xx / connection: retry with backoff
+    ├── QueueError              the reliable queue or the registry in Redis failed
+    │   └── TransientQueueError     connection, timeout, server loading: retry with backoff
     └── DrainError              the drain protocol could not complete (timeout, cancel)
 
 Library exceptions (``redis.*``, ``httpx.*``, ``kubernetes.*``, ``aiohttp.*``) are
-translated at the boundary of ``sources``/``kube``/``consumer`` and re-raised ``from``
-the original; none escapes those packages.
+translated at the boundary of ``sources``/``kube``/``consumer``/``redisqueue`` and
+re-raised ``from`` the original; none escapes those packages.
 """
 
 from __future__ import annotations
@@ -74,6 +76,14 @@ class KubeNotFoundError(KubeError):
 
 class KubeTransientError(KubeError):
     """429, 5xx or a connection failure: retry with backoff."""
+
+
+class QueueError(AutoscalerError):
+    """A reliable-queue or registry operation in Redis failed (e.g. WRONGTYPE on the queue key)."""
+
+
+class TransientQueueError(QueueError):
+    """Redis may answer next time (connection, timeout, loading): retry with backoff."""
 
 
 class DrainError(AutoscalerError):

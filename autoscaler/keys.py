@@ -21,7 +21,8 @@ command
 deliveries
     ``<queue>:deliveries``: hash from a message's SHA-1 hex to how many times it has been
     handed to a processor; a message delivered ``max-deliveries`` times goes to the
-    dead-letter list ``<queue>:dead`` (reasons in the hash ``<queue>:dead:reasons``).
+    dead-letter list ``<queue>:dead`` (reasons in the hash ``<queue>:dead:reasons``, keyed
+    by the same digest; a custom dead-letter list ``K`` keeps its reasons in ``K:reasons``).
 processed
     ``queue-autoscaler:processed:<queue>``: a counter of acked messages (the rate-aware
     policy reads it as the service rate).
@@ -65,6 +66,10 @@ class ConsumerField(StrEnum):
     IN_FLIGHT = "in_flight"
     STARTED_AT = "started_at"
     HEARTBEAT_AT = "heartbeat_at"
+    # The consumer's dead-letter settings, so a reaper returning its processing list after
+    # a crash applies the same max-deliveries rule and dead-letter list as it did.
+    DEAD_LETTER = "dead_letter"
+    MAX_DELIVERIES = "max_deliveries"
 
 
 def processing_key(queue: str, consumer_id: str) -> str:
@@ -101,7 +106,12 @@ def dead_letter_key(queue: str) -> str:
 
 
 def dead_reasons_key(queue: str) -> str:
-    return f"{queue}:dead:reasons"
+    return dead_reasons_for(dead_letter_key(queue))
+
+
+def dead_reasons_for(dead_letter: str) -> str:
+    """The reasons hash beside any dead-letter list (``consume --dead-letter KEY``)."""
+    return f"{dead_letter}:reasons"
 
 
 def message_digest(message: bytes) -> str:

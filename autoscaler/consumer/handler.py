@@ -1,0 +1,181 @@
+"""One message's life in the sidecar: deliver, retry, dead-letter, push back, ack.
+
+A message stays in this consumer's processing list until one of those outcomes is
+written to Redis, so whatever happens to this process (a crash, a cancel, a hung
+processor) the message is still there for a restart or the reaper. Retries happen here,
+in place, with exponential backoff and jitter; every retry is a counted delivery, and the
+``fail`` script moves the message to the dead-letter list once it reached
+``max_deliveries``. A retry waiting out its backoff when a drain begins is pushed back
+to the queue at once instead: another consumer can take it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from redis.asyncio import Redis
+
+from autoscaler import keys
+from autoscaler import redisqueue as rq
+from autoscaler.consumer.forward import Answer, Forwarder
+from autoscaler.consumer.metrics import ConsumerMetrics, Outcome
+from autoscaler.consumer.settings import ConsumerSettings
+from autoscaler.errors import QueueError
+
+T = TypeVar("T")
+
+# Log a run of Redis failures on its first and then every this-many-th attempt.
+LOG_EVERY_FAILURES = 20
+
+
+class MessageHandler:
+    """Takes one delivery at a time to its final outcome; shared by all slots."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        forwarder: Forwarder,
+        settings: ConsumerSettings,
+        metrics: ConsumerMetrics,
+        log: logging.LoggerAdapter[logging.Logger],
+        *,
+        stopping: asyncio.Event,
+        rng: random.Random,
+    ) -> None:
+        self._redis = redis
+        self._forwarder = forwarder
+        self._s = settings
+        self._ck = settings.keys
+        self._metrics = metrics
+        self._log = log
+        self._stopping = stopping
+        self._rng = rng
+
+    async def process(self, delivery: rq.Delivery) -> bool:
+        """Deliver until the processor says 2xx (True: the caller acks) or the message
+        left our hands: dead-lettered, pushed back by a drain, or taken by a reaper."""
+        started = time.monotonic()
+        try:
+            return await self._deliver(delivery)
+        finally:
+            self._metrics.processing_s.observe(time.monotonic() - started)
+
+    async def _deliver(self, delivery: rq.Delivery) -> bool:
+        message, count = delivery.message, delivery.count
+        if len(message) > self._s.max_message_bytes:
+            reason = (
+                f"message is {len(message)} bytes, over the limit of "
+                f"{self._s.max_message_bytes} (--max-message-bytes)"
+            )
+            await self._reject(message, reason)
+            return False
+        while count > 0:
+            result = await self._forwarder.post(message, count)
+            if result.answer is Answer.OK:
+                return True
+            if result.answer is Answer.REJECT:
+                await self._reject(message, result.reason)
+                return False
+            count = await self._retry(message, count, result.reason)
+        return False
+
+    async def ack(self, message: bytes, *, take_next: bool) -> rq.Delivery | None:
+        """Ack a processed message; with ``take_next``, the next delivery in the same trip."""
+        held, following = await self.redis_op(
+            lambda: rq.ack(self._redis, self._ck, message, take_next=take_next)
+        )
+        self._metrics.count(Outcome.ACKED)
+        if not held:
+            self._log.warning(
+                "acked message %s was no longer held (returned to the queue by a reaper); "
+                "it will be delivered again",
+                _short(message),
+            )
+        return following
+
+    async def _reject(self, message: bytes, reason: str) -> None:
+        moved = await self.redis_op(lambda: rq.dead_letter(self._redis, self._ck, message, reason))
+        if moved:
+            self._metrics.count(Outcome.DEAD_LETTERED)
+            self._log.warning(
+                "dead-lettered message %s to %s: %s", _short(message), self._ck.dead, reason
+            )
+
+    async def _retry(self, message: bytes, count: int, reason: str) -> int:
+        """After a failed delivery: the next delivery's count, or 0 when it left our hands."""
+        verdict = await self.redis_op(
+            lambda: rq.fail(
+                self._redis, self._ck, message, reason, max_deliveries=self._s.max_deliveries
+            )
+        )
+        if verdict is rq.Verdict.DEAD:
+            self._metrics.count(Outcome.DEAD_LETTERED)
+            self._log.warning(
+                "dead-lettered message %s to %s after %d deliveries: %s",
+                _short(message), self._ck.dead, count, reason,
+            )  # fmt: skip
+            return 0
+        if verdict is rq.Verdict.GONE:
+            self._log.warning("message %s was taken back by a reaper meanwhile", _short(message))
+            return 0
+        self._metrics.count(Outcome.RETRIED)
+        delay_s = self.backoff_s(count)
+        self._log.info(
+            "delivery %d of message %s failed (%s); retrying in %.2fs",
+            count, _short(message), reason, delay_s,
+        )  # fmt: skip
+        if await self.pause(delay_s):
+            await self.push_back(message)
+            return 0
+        return await self.redis_op(lambda: rq.redeliver(self._redis, self._ck, message))
+
+    async def push_back(self, message: bytes) -> None:
+        """Return a held message to the head of the queue, untouched (a drain began)."""
+        if await self.redis_op(lambda: rq.push_back(self._redis, self._ck, message)):
+            self._metrics.count(Outcome.PUSHED_BACK)
+
+    def backoff_s(self, attempt: int) -> float:
+        """Exponential in ``attempt`` (1-based) up to the cap; the upper half is jitter."""
+        ceiling = min(self._s.backoff_max_s, self._s.backoff_base_s * (1 << min(attempt - 1, 30)))
+        return ceiling / 2 + self._rng.uniform(0, ceiling / 2)
+
+    async def pause(self, seconds: float) -> bool:
+        """Sleep, cut short by a drain or a stop; True when it was cut short."""
+        if self._stopping.is_set():
+            return True
+        try:
+            async with asyncio.timeout(seconds):
+                await self._stopping.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    async def redis_op(self, op: Callable[[], Awaitable[T]]) -> T:
+        """Run a Redis operation until it succeeds: the message must not be forgotten.
+
+        Only a cancel (cold stop) ends the loop early; the message then stays in the
+        processing list, where the final push-back, a restart or the reaper finds it.
+        """
+        failures = 0
+        while True:
+            try:
+                return await op()
+            except QueueError as e:
+                failures += 1
+                self.redis_failed(e, failures)
+                await asyncio.sleep(self.backoff_s(failures))
+
+    def redis_failed(self, error: QueueError, failures: int) -> None:
+        self._metrics.redis_errors.inc()
+        if failures == 1 or failures % LOG_EVERY_FAILURES == 0:
+            self._log.warning("redis failed (%d in a row), retrying: %s", failures, error)
+
+
+def _short(message: bytes) -> str:
+    """A message's name in logs: the start of its digest, never its content."""
+    return keys.message_digest(message)[:12]
