@@ -17,7 +17,10 @@ sidecar
     next take in the same script), registry heartbeats, metrics.
 
 Per message (p50/p99 ms): raw, BLMOVE sent → LREM answered; http, POST sent → response
-read; sidecar, POST sent → ack answered. Goal: sidecar ≥ 50% of raw msgs/s.
+read; sidecar, POST sent → ack answered. ``cpu``: this process's CPU µs per message — on
+a busy machine the rates swing run to run, CPU cost much less. Each row is the median of
+``--repeat`` interleaved runs; sidecar/raw is the median of the paired ratios.
+Goal: sidecar ≥ 50% of raw msgs/s.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ class Result:
     rate_per_s: float
     p50_ms: float
     p99_ms: float
+    cpu_us: float  # this process's CPU per message: robust to a busy machine, unlike rates
 
 
 def free_port() -> int:
@@ -79,9 +83,13 @@ def start(args: list[str], port: int, cwd: Path | None = None) -> subprocess.Pop
     return process
 
 
-def summary(elapsed_s: float, n: int, samples_s: list[float]) -> Result:
+def summary(elapsed_s: float, cpu_s: float, n: int, samples_s: list[float]) -> Result:
     cuts = statistics.quantiles(samples_s, n=100)
-    return Result(n / elapsed_s, cuts[49] * 1000, cuts[98] * 1000)
+    return Result(n / elapsed_s, cuts[49] * 1000, cuts[98] * 1000, cpu_s / n * 1e6)
+
+
+def median(results: list[Result]) -> Result:
+    return sorted(results, key=lambda r: r.rate_per_s)[len(results) // 2]
 
 
 async def fill(r: aioredis.Redis, n: int) -> None:
@@ -104,9 +112,10 @@ async def raw_loop(r: aioredis.Redis, n: int, concurrency: int) -> Result:
             await r.lrem(processing, 1, message)
             samples.append(time.perf_counter() - started)
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     await asyncio.gather(*(loop() for _ in range(concurrency)))
-    return summary(time.perf_counter() - started - 0.05, n, samples)  # minus the idle timeout
+    elapsed = time.perf_counter() - started - 0.05  # minus the final idle timeout
+    return summary(elapsed, time.process_time() - cpu, n, samples)
 
 
 async def http_only(url: str, n: int, concurrency: int) -> Result:
@@ -122,9 +131,9 @@ async def http_only(url: str, n: int, concurrency: int) -> Result:
                     await response.read()
                 samples.append(time.perf_counter() - started)
 
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         await asyncio.gather(*(loop() for _ in range(concurrency)))
-        return summary(time.perf_counter() - started, n, samples)
+        return summary(time.perf_counter() - started, time.process_time() - cpu, n, samples)
 
 
 async def sidecar(r: aioredis.Redis, url: str, n: int, concurrency: int) -> Result:
@@ -136,14 +145,14 @@ async def sidecar(r: aioredis.Redis, url: str, n: int, concurrency: int) -> Resu
         worker = Worker(r, http, settings, metrics, rng=random.Random(0))
         done = asyncio.Event()  # set in-process: polling Redis would load it
         _time_handler(worker, samples, lambda: len(samples) >= n and done.set())
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         task = asyncio.create_task(worker.run())
         await done.wait()
-        elapsed = time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
         assert int(await r.get(keys.processed_key(QUEUE)) or 0) == n
         worker.request_stop()
         await task
-    return summary(elapsed, n, samples)
+    return summary(elapsed, cpu, n, samples)
 
 
 def _time_handler(worker: Worker, samples: list[float], on_ack: Callable[[], object]) -> None:
@@ -166,22 +175,28 @@ def _time_handler(worker: Worker, samples: list[float], on_ack: Callable[[], obj
     handler.ack = timed_ack  # type: ignore[method-assign]
 
 
-async def run(redis_url: str, processor_url: str, n: int, levels: list[int]) -> None:
+async def run(redis_url: str, processor_url: str, n: int, levels: list[int], repeat: int) -> None:
     r = aioredis.Redis.from_url(redis_url)
-    print(f"{n} messages per run; per-message p50/p99 in ms; "
-          f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")  # fmt: skip
-    print(f"{'C':>3} | {'raw msg/s':>9} {'p50':>6} {'p99':>6} | {'http req/s':>10} "
-          f"{'p50':>6} {'p99':>6} | {'sidecar msg/s':>13} {'p50':>6} {'p99':>6} | "
+    print(f"{n} messages per run, median of {repeat} interleaved runs; per message: p50/p99 "
+          f"ms, this process's CPU µs; load average {os.getloadavg()[0]:.2f} on "
+          f"{os.cpu_count()} CPUs")  # fmt: skip
+    print(f"{'C':>3} | {'raw msg/s':>9} {'p50':>5} {'p99':>6} {'cpu':>4} | {'http req/s':>10} "
+          f"{'p50':>5} {'p99':>6} | {'sidecar msg/s':>13} {'p50':>5} {'p99':>6} {'cpu':>4} | "
           f"{'sidecar/raw':>11}")  # fmt: skip
     try:
         for c in levels:
-            raw = await raw_loop(r, n, c)
-            web = await http_only(processor_url, n, c)
-            side = await sidecar(r, processor_url, n, c)
-            print(f"{c:>3} | {raw.rate_per_s:>9.0f} {raw.p50_ms:>6.2f} {raw.p99_ms:>6.2f} | "
-                  f"{web.rate_per_s:>10.0f} {web.p50_ms:>6.2f} {web.p99_ms:>6.2f} | "
-                  f"{side.rate_per_s:>13.0f} {side.p50_ms:>6.2f} {side.p99_ms:>6.2f} | "
-                  f"{side.rate_per_s / raw.rate_per_s:>10.0%}", flush=True)  # fmt: skip
+            rounds = []
+            for _ in range(repeat):
+                raw = await raw_loop(r, n, c)
+                web = await http_only(processor_url, n, c)
+                rounds.append((raw, web, await sidecar(r, processor_url, n, c)))
+            raw, web, side = (median([row[i] for row in rounds]) for i in range(3))
+            ratio = statistics.median(s.rate_per_s / r.rate_per_s for r, _, s in rounds)
+            print(f"{c:>3} | {raw.rate_per_s:>9.0f} {raw.p50_ms:>5.2f} {raw.p99_ms:>6.2f} "
+                  f"{raw.cpu_us:>4.0f} | {web.rate_per_s:>10.0f} {web.p50_ms:>5.2f} "
+                  f"{web.p99_ms:>6.2f} | {side.rate_per_s:>13.0f} {side.p50_ms:>5.2f} "
+                  f"{side.p99_ms:>6.2f} {side.cpu_us:>4.0f} | {ratio:>10.0%}",
+                  flush=True)  # fmt: skip
     finally:
         await r.aclose()
 
@@ -208,8 +223,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--repeat", type=int, default=3, help="runs per row; medians shown")
     args = parser.parse_args()
-    with_servers(lambda r, p: run(r, p, args.messages, args.concurrency))
+    with_servers(lambda r, p: run(r, p, args.messages, args.concurrency, args.repeat))
 
 
 if __name__ == "__main__":

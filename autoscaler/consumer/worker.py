@@ -88,7 +88,7 @@ class Worker:
                                        stopping=self._stopping, rng=rng)  # fmt: skip
         self._slots = Slots(
             redis, settings, self._handler, metrics, self._log, stopping=self._stopping,
-            throttler=make_throttler(settings.rate_per_s), on_exit=self._slot_done,
+            throttler=make_throttler(settings.rate_per_s), on_exit=self._task_done,
         )  # fmt: skip
         registration = rq.Registration(
             settings.keys, settings.pod_name, secrets.token_hex(8),
@@ -132,6 +132,7 @@ class Worker:
             self._s.forward_url, self._s.concurrency, self._s.rate_per_s or "unlimited",
         )  # fmt: skip
         beat = asyncio.create_task(self._heartbeat.run(), name="consumer-heartbeat")
+        beat.add_done_callback(self._task_done)  # without heartbeats the lease would expire
         try:
             await self._lifecycle()
         finally:
@@ -220,10 +221,11 @@ class Worker:
         )
         return 0
 
-    def _slot_done(self, task: asyncio.Task[None]) -> None:
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        """A slot or the heartbeat ended: wake the lifecycle; a crash stops the consumer."""
         self._wake.set()
         if not task.cancelled() and task.exception() is not None:
-            self._log.error("slot crashed; stopping", exc_info=task.exception())
+            self._log.error("%s crashed; stopping", task.get_name(), exc_info=task.exception())
             self.failed = True
             self.request_stop()
 
