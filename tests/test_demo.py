@@ -102,3 +102,50 @@ async def test_sigterm_drains_stops_redis_and_leaves_no_process() -> None:
     assert accounted == summary["produced"]
     leftovers = [pid for pid in pids_with(f"127.0.0.1:{port}") if pid != os.getpid()]
     assert leftovers == []  # no redis-server, launcher, sidecar of this demo left
+
+
+@pytest.mark.parametrize("pattern", ["burst", "steady", "spiky"])
+def test_producer_schedule_sums_to_the_messages(pattern: str) -> None:
+    from autoscaler.demo.producer import load_cities, schedule
+
+    for messages in (1, 300, 1000):
+        plan = schedule(pattern, messages)
+        assert sum(n for _, n in plan) == messages
+        assert [t for t, _ in plan] == sorted({t for t, _ in plan})
+    assert len(load_cities()) == 1000
+
+
+def test_latency_draws_have_the_asked_median_and_p95() -> None:
+    import random
+
+    from autoscaler.demo.processor import Latency
+    from autoscaler.demo.summary import percentile
+
+    rng = random.Random(1)
+    draws = [Latency(0.2, 0.5).draw(rng) for _ in range(4000)]
+    assert percentile(draws, 0.5) == pytest.approx(0.2, rel=0.08)
+    assert percentile(draws, 0.95) == pytest.approx(0.5, rel=0.12)
+
+
+async def test_processor_records_successes_and_rejects_garbage(redis_url: str) -> None:
+    import aiohttp
+    import redis.asyncio as aioredis
+
+    from autoscaler.demo.processor import Latency, Processor, serve
+
+    client = aioredis.Redis.from_url(redis_url)
+    runner, port = await serve(Processor(Latency(0.001, 0.002), 0.0, client), "127.0.0.1", 0)
+    try:
+        async with aiohttp.ClientSession() as session:
+            url = f"http://127.0.0.1:{port}/process"
+            body = json.dumps({"id": "m1", "city": "Oslo", "enqueued_at": time.time() - 1})
+            for _ in range(2):
+                async with session.post(url, data=body) as response:
+                    assert response.status == 200
+            async with session.post(url, data=b"not json") as response:
+                assert response.status == 400  # the sidecar dead-letters it
+        assert await client.hget("demo:processed", "m1") == b"2"  # a duplicate, counted
+        assert 1.0 <= float(await client.hget("demo:processed:waits", "m1") or 0) < 5
+    finally:
+        await runner.cleanup()
+        await client.aclose()

@@ -136,10 +136,16 @@ class Demo:
         self.finished_at: float | None = None
 
     async def run(self, stop: asyncio.Event, out: TextIO, log_dir: Path) -> int:
+        redis = Redis.from_url(self.redis_url)
+        try:
+            return await self._run(redis, stop, out, log_dir)
+        finally:
+            await redis.aclose()
+
+    async def _run(self, redis: Redis, stop: asyncio.Event, out: TextIO, log_dir: Path) -> int:
         local = LocalRun([self.workload], redis_url=self.redis_url, log_dir=log_dir,
                          grace_period_s=20.0, reap_interval_s=2.0)  # fmt: skip
         target = next(iter(local.inventory.targets.values()))
-        redis = Redis.from_url(self.redis_url)
         sampler = Sampler(redis, self.queue, self.record_key, dead_letter_key(self.queue), target,
                           lambda: _desired(local, target))  # fmt: skip
         port = self.o.metrics_port or free_port()
@@ -161,18 +167,15 @@ class Demo:
             drains = _drain_counts(local, target)
             ended = time.monotonic()
             await local.aclose()
-        try:
-            result = await summ.collect(
-                redis, produced=self.produced.ids, queue=self.queue, record_key=self.record_key,
-                dead_key=dead_letter_key(self.queue), replica_seconds=replica_s,
-                wall_s=ended - started, series=sampler.series, restarts=restarts,
-                startup_s=list(sampler.startup_s.values()),
-            )  # fmt: skip
-            if self.tag:  # a shared Redis: leave nothing of this run behind
-                async for key in redis.scan_iter(match=f"*{self.tag}*"):
-                    await redis.delete(key)
-        finally:
-            await redis.aclose()
+        result = await summ.collect(
+            redis, produced=self.produced.ids, queue=self.queue, record_key=self.record_key,
+            dead_key=dead_letter_key(self.queue), replica_seconds=replica_s,
+            wall_s=ended - started, series=sampler.series, restarts=restarts,
+            startup_s=list(sampler.startup_s.values()),
+        )  # fmt: skip
+        if self.tag:  # a shared Redis: leave nothing of this run behind
+            async for key in redis.scan_iter(match=f"*{self.tag}*"):
+                await redis.delete(key)
         result = replace(result, drains=drains[0], undrained_removals=drains[1])
         self._report(result, sampler.series, out)
         return 1 if result.lost else 130 if interrupted else 0
