@@ -118,6 +118,7 @@ class Drainer:
             "drain started",
             namespace=ns,
             workload=name,
+            stage="requested",
             current=current,
             desired=desired,
             victims=",".join(v.replica.name for v in victims),
@@ -127,12 +128,16 @@ class Drainer:
             await self._mark(target, victims, Command.DRAIN, LOWEST_DELETION_COST)
             outcome = await self._wait(target, spec, victims, desired, recheck)
         except asyncio.CancelledError:
+            self.metrics.drains.labels(ns, name, "aborted").inc()  # a stop or lost leadership
             await asyncio.shield(self._mark(target, victims, Command.RUN, None))
             raise
         except AutoscalerError:
+            self.metrics.drains.labels(ns, name, "aborted").inc()
             await self._mark(target, victims, Command.RUN, None)
             raise
         self.metrics.drains.labels(ns, name, outcome).inc()
+        if outcome == "acknowledged":
+            log_event(logger, "drain acknowledged", namespace=ns, workload=name, stage=outcome)
         if outcome == "cancelled":
             await self._mark(target, victims, Command.RUN, None)
             return current
@@ -169,6 +174,7 @@ class Drainer:
                     logging.WARNING,
                     namespace=target.ref.namespace,
                     workload=target.ref.name,
+                    stage="timed_out",
                     pending=",".join(sorted(pending)),
                 )
                 return "timed_out"
@@ -181,8 +187,9 @@ class Drainer:
                         "drain cancelled",
                         namespace=target.ref.namespace,
                         workload=target.ref.name,
+                        stage="cancelled",
                         desired=wanted,
-                        reason="load rose during the drain",
+                        message="load rose during the drain",
                     )
                     return "cancelled"
             await asyncio.sleep(self.poll_interval_s)

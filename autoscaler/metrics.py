@@ -3,8 +3,14 @@
 Every series takes an injected ``CollectorRegistry`` (tests read it with
 ``get_sample_value``). Label values are bounded: ``namespace``/``workload`` (one per
 annotated workload), ``trigger`` (one or two per workload), ``reason``/``direction``/
-``stage`` (fixed sets), ``queue`` (the workloads' lists). Never a message id or a pod name.
-The Grafana dashboards in ``grafana/`` use exactly these names.
+``stage`` (fixed sets: ``Reason``, ``DIRECTIONS``, ``DRAIN_STAGES``), ``queue`` (the
+workloads' lists), ``verb``/``code`` (Kubernetes verbs, HTTP statuses or ``error``).
+Never a message id or a pod name. The Grafana dashboards in ``grafana/`` and the alert
+rules in ``deploy/monitoring/`` use exactly these names; ``docs/metrics.md`` is generated
+from this registry (``python -m grafana.metrics_doc``), and a test keeps it current.
+
+``track`` creates a workload's counters at zero as soon as its spec parses, so that
+``increase()`` sees their first increment and a dashboard shows 0, not "no data".
 """
 
 from __future__ import annotations
@@ -12,18 +18,26 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from autoscaler import __version__
+from autoscaler.policy import Reason
+
+if TYPE_CHECKING:
+    from autoscaler.policy import ScalingSpec
 
 logger = logging.getLogger(__name__)
 
 PREFIX = "queue_autoscaler_"
 WORKLOAD = ("namespace", "workload")
 TRIGGER = (*WORKLOAD, "trigger")
+DIRECTIONS = ("up", "down")
+# The drain funnel: every requested drain ends in exactly one of the other stages.
+DRAIN_STAGES = ("requested", "acknowledged", "timed_out", "cancelled", "aborted")
 
 
 class ControllerMetrics:
@@ -31,6 +45,7 @@ class ControllerMetrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
+        self._triggers: dict[tuple[str, str], set[str]] = {}  # trigger names per workload
         p = PREFIX
         self.backlog = Gauge(
             p + "backlog", "Queued messages per trigger.", TRIGGER, registry=registry
@@ -71,6 +86,12 @@ class ControllerMetrics:
             WORKLOAD,
             registry=registry,
         )
+        self.min_replicas = Gauge(
+            p + "min_replicas", "The min-replicas annotation.", WORKLOAD, registry=registry
+        )
+        self.max_replicas = Gauge(
+            p + "max_replicas", "The max-replicas annotation.", WORKLOAD, registry=registry
+        )
         self.spec_valid = Gauge(
             p + "spec_valid",
             "1 when the workload's annotations parse, else 0.",
@@ -79,7 +100,8 @@ class ControllerMetrics:
         )
         self.drains = Counter(
             p + "drains",
-            "Drain funnel: requested, acknowledged, timed_out, cancelled.",
+            "Drain funnel: requested, then one of acknowledged, timed_out (scaled down "
+            "anyway), cancelled (load rose) or aborted (error or controller stop).",
             (*WORKLOAD, "stage"),
             registry=registry,
         )
@@ -119,16 +141,59 @@ class ControllerMetrics:
         )
         Info(p + "build", "Build information.", registry=registry).info({"version": __version__})
 
+    def track(self, namespace: str, workload: str, spec: ScalingSpec) -> None:
+        """A workload's spec (re)parsed: set its bounds, create its counters at zero."""
+        ns, name = namespace, workload
+        self.min_replicas.labels(ns, name).set(spec.min_replicas)
+        self.max_replicas.labels(ns, name).set(spec.max_replicas)
+        self.fallback_active.labels(ns, name)
+        self.undrained_removals.labels(ns, name)
+        for direction in DIRECTIONS:
+            self.scale_events.labels(ns, name, direction)
+        for stage in DRAIN_STAGES:
+            self.drains.labels(ns, name, stage)
+        triggers = {t.name for t in spec.triggers}
+        for old in self._triggers.get((ns, name), set()) - triggers:
+            self._forget_trigger(ns, name, old)
+        self._triggers[ns, name] = triggers
+        for trigger in triggers:
+            self.source_errors.labels(ns, name, trigger)
+        for queue in (q for t in spec.redis_triggers for q in t.lists):
+            self.reaped_messages.labels(queue)
+            self.dead_lettered.labels(queue)
+
     def forget(self, namespace: str, workload: str) -> None:
-        """Drop a deleted workload's series so they don't linger as stale values."""
+        """Drop a deleted workload's series so they don't linger as stale values.
+
+        The per-queue reaper counters stay: another workload may consume the same list.
+        """
+        ns, name = namespace, workload
         for metric in (
             self.desired_replicas,
             self.current_replicas,
             self.fallback_active,
             self.spec_valid,
+            self.min_replicas,
+            self.max_replicas,
+            self.undrained_removals,
         ):
             with contextlib.suppress(KeyError):
-                metric.remove(namespace, workload)
+                metric.remove(ns, name)
+        for labelled, values in (
+            (self.decisions, [str(r) for r in Reason]),
+            (self.scale_events, DIRECTIONS),
+            (self.drains, DRAIN_STAGES),
+        ):
+            for value in values:
+                with contextlib.suppress(KeyError):
+                    labelled.remove(ns, name, value)
+        for trigger in self._triggers.pop((ns, name), set()):
+            self._forget_trigger(ns, name, trigger)
+
+    def _forget_trigger(self, namespace: str, workload: str, trigger: str) -> None:
+        for metric in (self.backlog, self.in_flight, self.metric_value, self.source_errors):
+            with contextlib.suppress(KeyError):
+                metric.remove(namespace, workload, trigger)
 
 
 async def start_http_server(

@@ -122,6 +122,8 @@ class Controller:
         w.managed_elsewhere = event.managed_elsewhere
         if w.update_annotations(event.annotations):
             w.due_at = self.clock()
+            if w.spec is not None:
+                self.metrics.track(event.ref.namespace, event.ref.name, w.spec)
         self._report_spec(w)
         self._wakeup.set()
 
@@ -176,7 +178,7 @@ class Controller:
                     "action cancelled",
                     namespace=w.ref.namespace,
                     workload=w.ref.name,
-                    reason="not the leader",
+                    message="not the leader",
                 )
                 w.action.cancel()
 
@@ -341,6 +343,7 @@ class Controller:
             "scaled",
             namespace=ns,
             workload=name,
+            direction=direction,
             current=w.current,
             desired=written,
             reason=str(decision.reason),
