@@ -3,7 +3,8 @@
     python -m grafana.build           # regenerate
     python -m grafana.build --check   # exit 1 and name the stale files (CI, tests)
 
-Generated: ``grafana/dashboards/*.json`` (from ``grafana.dashboards``), the Grafana
+Generated: ``grafana/dashboards/*.json`` (from ``grafana.overview``, ``.workload``,
+``.sidecar``), the Grafana
 provisioning files, ``deploy/monitoring/alerts.yaml`` (the PrometheusRule wrapping the
 hand-written ``alerts.rules.yaml``) and ``docs/metrics.md`` (from the live registries).
 """
@@ -17,14 +18,19 @@ from pathlib import Path
 
 import yaml
 
-from grafana import metrics_doc
-from grafana.dashboards import DASHBOARDS
+from grafana import metrics_doc, overview, sidecar, workload
 
 ROOT = Path(__file__).resolve().parent.parent
 GRAFANA = ROOT / "grafana"
 RULES = ROOT / "deploy" / "monitoring" / "alerts.rules.yaml"
 PROMETHEUS_RULE = ROOT / "deploy" / "monitoring" / "alerts.yaml"
 DASHBOARDS_PATH = "/var/lib/grafana/dashboards/queue-autoscaler"
+# name → builder; grafana/dashboards/<name>.json
+DASHBOARDS = {
+    "overview": overview.overview,
+    "workload": workload.workload,
+    "sidecar": sidecar.sidecar,
+}
 
 DATASOURCE_YAML = """\
 # Grafana provisioning: the Prometheus that scrapes queue-autoscaler.

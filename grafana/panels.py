@@ -17,6 +17,11 @@ Json = dict[str, Any]
 SCHEMA_VERSION = 39  # Grafana 11.0; later 11.x releases migrate it on load
 DATASOURCE: Json = {"type": "prometheus", "uid": "${datasource}"}
 GRID_WIDTH = 24
+# Grafana fills these: a rate window fit for the scrape interval, and the whole time range.
+RATE = "$__rate_interval"
+RANGE = "$__range"
+Thresholds = list[tuple[float | None, str]]  # (from value, colour); None: the base
+RED_FROM_1: Thresholds = [(None, "green"), (1.0, "red")]
 
 
 def target(expr: str, legend: str = "", *, ref: str = "A", instant: bool = False) -> Json:

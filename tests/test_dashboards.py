@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from grafana import build
-from grafana.dashboards import DASHBOARDS
+from grafana.build import DASHBOARDS
 from tests import livesystem
 from tests.livesystem import VARIABLES, Observation, referenced_metrics, substitute
 from tests.servers import PrometheusServer

@@ -26,7 +26,8 @@ from autoscaler.logs import FIELDS, JsonFormatter
 from autoscaler.metrics import DIRECTIONS, DRAIN_STAGES, ControllerMetrics
 from autoscaler.policy import Reason
 from tests import livesystem
-from tests.livesystem import NAMESPACE, Observation, referenced_metrics
+from tests.livecomponents import NAMESPACE
+from tests.livesystem import Observation, referenced_metrics
 from tests.servers import PrometheusServer
 
 ROOT = Path(__file__).resolve().parent.parent
