@@ -360,6 +360,9 @@ class Controller:
         task = asyncio.create_task(self._guard(coro))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        # Cancelled before it ever ran (a shutdown, lost leadership): close ``coro`` too,
+        # or it is reported as "never awaited" when collected. A no-op once it has run.
+        task.add_done_callback(lambda _: coro.close())
         return task
 
     @staticmethod
