@@ -21,7 +21,7 @@ demo: $(STAMP) system-deps
 	$(VENV)/bin/autoscaler demo $(DEMO_ARGS)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check autoscaler tests bench
+	$(VENV)/bin/ruff check autoscaler tests bench grafana
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy --strict autoscaler

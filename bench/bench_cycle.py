@@ -28,11 +28,11 @@ from prometheus_client import CollectorRegistry
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
-from autoscaler.config import PREFIX  # noqa: E402
-from autoscaler.controller import Controller  # noqa: E402
-from autoscaler.metrics import ControllerMetrics  # noqa: E402
-from autoscaler.sources import SourcePool  # noqa: E402
-from autoscaler.targets import ReplicaInfo, WorkloadEvent, WorkloadRef  # noqa: E402
+from autoscaler.config import PREFIX
+from autoscaler.controller import Controller
+from autoscaler.metrics import ControllerMetrics
+from autoscaler.sources import SourcePool
+from autoscaler.targets import ReplicaInfo, WorkloadEvent, WorkloadRef
 
 CYCLES = 5
 
@@ -144,14 +144,17 @@ async def bench_naive(client: aioredis.Redis, n: int) -> dict[str, float]:
             "writes": 0.0, "bytes": 0.0}
 
 
-async def main(sizes: list[int]) -> None:
+def start_redis() -> tuple[subprocess.Popen[bytes], str]:
     binary = shutil.which("redis-server")
     if binary is None:
         sys.exit("redis-server not found: install it (make test does)")
     port = free_port()
     server = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                                "--appendonly", "no"], stdout=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
+    return server, f"redis://127.0.0.1:{port}/0"
+
+
+async def main(sizes: list[int], url: str) -> None:
     client = aioredis.Redis.from_url(url)
     try:
         for _ in range(100):
@@ -172,12 +175,15 @@ async def main(sizes: list[int]) -> None:
                       f"{result['bytes']:>14.0f}")
     finally:
         await client.aclose()
-        server.terminate()
-        server.wait()
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1,100,1000,10000")
     args = parser.parse_args()
-    asyncio.run(main([int(s) for s in args.sizes.split(",")]))
+    redis_server, redis_url = start_redis()
+    try:
+        asyncio.run(main([int(s) for s in args.sizes.split(",")], redis_url))
+    finally:
+        redis_server.terminate()
+        redis_server.wait()

@@ -218,12 +218,8 @@ class Controller:
     async def cycle(self) -> int:
         """Read and decide every workload due now; returns how many were decided."""
         started = time.perf_counter()
-        now = self.clock()
-        due = [
-            w
-            for w in self.workloads.values()
-            if w.serviceable and w.due_at <= now + self.batch_window_s
-        ]
+        horizon = self.clock() + self.batch_window_s
+        due = [w for w in self.workloads.values() if w.due_at <= horizon and w.serviceable]
         if not due:
             return 0
         triggers = [t for w in due for t in w.spec.triggers]  # type: ignore[union-attr]
@@ -250,7 +246,8 @@ class Controller:
         if steady(spec, previous, w.last_readings, readings, w.current):
             assert previous is not None
             w.skipped_at = now  # same readings, same count: same decision, nothing to write
-            self.metrics.decisions.labels(w.ref.namespace, w.ref.name, previous.reason).inc()
+            if w.decision_counter is not None:
+                w.decision_counter.inc()
             return
         if w.skipped_at is not None and previous is not None:
             w.state = note_steady(w.state, w.skipped_at, previous.recommendation)
@@ -295,7 +292,8 @@ class Controller:
                 m.in_flight.labels(*labels).set(reading.in_flight or 0)
         m.desired_replicas.labels(ns, name).set(decision.replicas)
         m.current_replicas.labels(ns, name).set(decision.current)
-        m.decisions.labels(ns, name, str(decision.reason)).inc()
+        w.decision_counter = m.decisions.labels(ns, name, str(decision.reason))
+        w.decision_counter.inc()
         m.fallback_active.labels(ns, name).set(decision.reason is Reason.FALLBACK_ACTIVE)
 
     async def recheck(self, w: Workload) -> int | None:

@@ -10,6 +10,8 @@ import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from prometheus_client import Counter
+
 from autoscaler.config import parse_spec
 from autoscaler.errors import InvalidSpecError
 from autoscaler.policy import Decision, PolicyState, Reading, ScalingSpec
@@ -31,6 +33,8 @@ class Workload:
     last_decision: Decision | None = None
     last_readings: list[Reading] | None = None
     skipped_at: float | None = None  # last steady cycle not run through decide (see steady())
+    # decisions{reason=last reason} of this workload, kept to count steady cycles cheaply
+    decision_counter: Counter | None = None
     reported_error: str | None = None  # the invalid-spec message already sent as an Event
     reported_conflict: str | None = None
     failures: int = 0  # unexpected errors in a row, for backoff
