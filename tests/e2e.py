@@ -207,10 +207,22 @@ class Kubelet:
             await self.sync(redis)
             await asyncio.sleep(interval_s)
 
-    async def stop(self) -> list[int]:
+    async def stop(self, grace_s: float = 15.0) -> list[int]:
+        """Stop every sidecar as a kubelet does: one SIGTERM (none again for those already
+        terminating), then SIGKILL after the grace period."""
+        for proc in self.consumers.values():
+            if proc.process.returncode is None:
+                proc.process.send_signal(signal.SIGTERM)
         procs = [*self.consumers.values(), *self.stopping]
         self.consumers.clear()
-        return [await p.stop() for p in procs]
+        codes = []
+        for proc in procs:
+            try:
+                codes.append(await asyncio.wait_for(proc.process.wait(), grace_s))
+            except TimeoutError:
+                proc.process.kill()
+                codes.append(await proc.process.wait())
+        return codes
 
 
 @pytest_asyncio.fixture

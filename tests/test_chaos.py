@@ -46,6 +46,7 @@ async def test_sigkilled_consumers_lose_nothing(
         max_replicas="6", drain_timeout="10s",
     ))  # fmt: skip
     kills: list[str] = []
+    stop_codes: list[int] = []
     async with Processor(latency_s=(0.002, 0.03), fail_ratio=0.05, seed=1) as processor:
         k = Kubelet(
             fake_kube,
@@ -86,7 +87,7 @@ async def test_sigkilled_consumers_lose_nothing(
             await asyncio.gather(chaos, return_exceptions=True)
             kubelet.cancel()
             await asyncio.gather(kubelet, return_exceptions=True)
-            await k.stop()
+            stop_codes = await k.stop()
             assert await proc.stop() == 0
     dead = set(await redis_client.lrange("jobs:dead", 0, -1))
     accepted = set(processor.accepted)
@@ -95,7 +96,8 @@ async def test_sigkilled_consumers_lose_nothing(
     print(
         f"chaos: {MESSAGES} messages, {len(kills)} SIGKILLs, {k.restarts} restarts, "
         f"{len(k.deleted)} pods drained away, lost {len(lost)}, duplicates {duplicates}, "
-        f"dead-lettered {len(dead)}, {time.monotonic() - started:.1f}s"
+        f"dead-lettered {len(dead)}, {time.monotonic() - started:.1f}s, "
+        f"{stop_codes.count(-9)} sidecars needed SIGKILL at the end"
     )
     assert not lost
     assert len(kills) >= 5 and k.restarts >= 1
