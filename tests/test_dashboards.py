@@ -195,3 +195,13 @@ def test_annotations_mark_what_happened(name: str, observed: Observation) -> Non
             hits = [observed.query(substitute(mark["expr"], VARIABLES), at=observed.at - back)
                     for back in range(0, 60, 5)]  # fmt: skip
             assert any(hits), mark["name"]
+
+
+def test_readme_metrics_table_is_the_generated_one() -> None:
+    rows = [
+        line
+        for line in (ROOT / "docs" / "metrics.md").read_text().splitlines()
+        if line.startswith("|")
+    ]
+    readme = (ROOT / "README.md").read_text()
+    assert "\n".join(rows) in readme, "copy docs/metrics.md's table into the README"
