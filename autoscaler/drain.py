@@ -113,6 +113,8 @@ class Drainer:
         consumers = await self._consumers(spec)
         candidates = [Candidate(r, tuple(consumers.get(r.name, ()))) for r in replicas]
         victims = pick_victims(candidates, max(0, len(replicas) - desired))
+        chosen = {v.replica.name for v in victims}
+        await self._release(target, [c for c in candidates if c.replica.name not in chosen])
         log_event(
             logger,
             "drain started",
@@ -144,6 +146,32 @@ class Drainer:
         await target.scale(desired)
         await self._verify(target, replicas, victims, desired)
         return desired
+
+    async def release_stale(self, target: Target, spec: ScalingSpec) -> int:
+        """Put back to work the consumers an unfinished drain left draining.
+
+        Only a controller that died mid-drain leaves them (a stop, an error or lost
+        leadership restores its victims): they idle, holding no message, until a later
+        scale-down picks them first. Called before a scale-up, which wants them back.
+        """
+        consumers = await self._consumers(spec)
+        replicas = await target.replicas()
+        return await self._release(
+            target, [Candidate(r, tuple(consumers.get(r.name, ()))) for r in replicas]
+        )
+
+    async def _release(self, target: Target, candidates: list[Candidate]) -> int:
+        stale = [c for c in candidates if any(i.command is Command.DRAIN for _, i in c.consumers)]
+        if stale:
+            log_event(
+                logger,
+                "stale drain released",
+                namespace=target.ref.namespace,
+                workload=target.ref.name,
+                pods=",".join(c.replica.name for c in stale),
+            )
+            await self._mark(target, stale, Command.RUN, None)
+        return len(stale)
 
     async def _mark(
         self, target: Target, victims: list[Candidate], command: Command, cost: int | None

@@ -61,6 +61,10 @@ class Drainer(Protocol):
         """Drain the victims, then set ``desired``; returns the count actually written."""
         ...
 
+    async def release_stale(self, target: Target, spec: ScalingSpec) -> int:
+        """Return consumers left draining by an unfinished drain to work."""
+        ...
+
 
 class Reaper(Protocol):
     """Returns dead consumers' messages to their queues (``autoscaler.drain.Reaper``)."""
@@ -311,6 +315,18 @@ class Controller:
 
     async def _act(self, w: Workload, spec: ScalingSpec, decision: Decision) -> None:
         ns, name = w.ref.namespace, w.ref.name
+        if decision.replicas > w.current and spec.drain and self.drainer is not None:
+            try:
+                await self.drainer.release_stale(w.target, spec)
+            except AutoscalerError as e:  # the scale-up matters more: go on
+                log_event(
+                    logger,
+                    "release stale drains failed",
+                    logging.WARNING,
+                    namespace=ns,
+                    workload=name,
+                    error=str(e),
+                )
         try:
             if decision.replicas > w.current or not spec.drain or self.drainer is None:
                 await w.target.scale(decision.replicas)
