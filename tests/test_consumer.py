@@ -32,10 +32,11 @@ from autoscaler import redisqueue as rq
 from autoscaler.consumer import ConsumerMetrics, ConsumerSettings, Worker
 from autoscaler.consumer.cli import _non_negative_float, redact, register, settings_from_args
 from autoscaler.consumer.forward import Answer, classify
-from autoscaler.consumer.logs import ConsumerLog, JsonFormatter, TextFormatter
+from autoscaler.consumer.logs import ConsumerLog
 from autoscaler.consumer.worker import make_throttler
 from autoscaler.errors import InputError
 from autoscaler.keys import Command, ConsumerState
+from autoscaler.logs import JsonFormatter, TextFormatter
 from tests.processor import Processor
 from tests.servers import free_port
 
@@ -448,6 +449,7 @@ def test_log_lines_name_queue_and_consumer() -> None:
         setattr(record, name, value)
     assert TextFormatter().format(record).endswith("state drained queue=jobs consumer=c1")
     assert '"consumer": "c1"' in JsonFormatter().format(record)
+    assert '"event": "state drained"' in JsonFormatter().format(record)
 
 
 def test_parser_namespace_has_every_setting() -> None:

@@ -24,8 +24,7 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
-from autoscaler import keys
-from autoscaler.consumer.logs import configure_logging
+from autoscaler import keys, logs
 from autoscaler.consumer.metrics import ConsumerMetrics
 from autoscaler.consumer.settings import MIB, ConsumerSettings
 from autoscaler.consumer.worker import Worker
@@ -92,7 +91,7 @@ def _flags() -> list[tuple[str, dict[str, Any]]]:
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
-    configure_logging(args.log_format)
+    logs.configure(args.log_format)
     return asyncio.run(serve(settings, args.redis_url, args.metrics_port))
 
 
