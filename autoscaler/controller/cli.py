@@ -18,7 +18,6 @@ from collections.abc import Coroutine
 from typing import Any
 
 from prometheus_client import CollectorRegistry
-from redis.asyncio import Redis
 
 from autoscaler import logs
 from autoscaler.controller.loop import Controller
@@ -27,7 +26,6 @@ from autoscaler.errors import AutoscalerError, InputError
 from autoscaler.logs import log_event
 from autoscaler.metrics import ControllerMetrics, start_http_server
 from autoscaler.sources import SourcePool
-from autoscaler.sources.redis import RedisCredentials, make_client
 
 logger = logging.getLogger(__name__)
 
@@ -115,28 +113,6 @@ def run(args: argparse.Namespace) -> int:
     return asyncio.run(_main(args))
 
 
-class RedisClients:
-    """One client (one pool) per Redis server for the drain protocol and the reaper."""
-
-    def __init__(self, default_url: str | None) -> None:
-        self.default_url = default_url
-        self.clients: dict[str, Redis] = {}
-        self.credentials = RedisCredentials.from_env()
-
-    def __call__(self, url: str | None) -> Redis:
-        resolved = url or self.default_url
-        if resolved is None:
-            raise AutoscalerError("the workload has no redis-url and --redis-url is not set")
-        if resolved not in self.clients:
-            self.clients[resolved] = make_client(resolved, self.credentials)
-        return self.clients[resolved]
-
-    async def aclose(self) -> None:
-        for client in self.clients.values():
-            await client.aclose()
-        self.clients.clear()
-
-
 async def _main(args: argparse.Namespace) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -170,7 +146,6 @@ async def run_cluster(args: argparse.Namespace, stop: asyncio.Event) -> int:
     registry = CollectorRegistry()
     metrics = ControllerMetrics(registry)
     sources = SourcePool(redis_url=args.redis_url, prometheus_url=args.prometheus_url)
-    redis_for = RedisClients(args.redis_url)
     try:
         kube = await KubeClient.connect(args.kubeconfig, metrics=metrics)
     except AutoscalerError as e:
@@ -194,8 +169,8 @@ async def run_cluster(args: argparse.Namespace, stop: asyncio.Event) -> int:
             kube, ref, last_status=watcher.last_status(ref) if watcher else None
         ),
         metrics=metrics,
-        drainer=Drainer(redis_for, metrics),
-        reaper=Reaper(redis_for, metrics),
+        drainer=Drainer(sources.redis_client, metrics),
+        reaper=Reaper(sources.redis_client, metrics),
         dry_run=args.dry_run,
         is_leader=elector.is_leader.is_set if elector else lambda: True,
     )
@@ -221,7 +196,6 @@ async def run_cluster(args: argparse.Namespace, stop: asyncio.Event) -> int:
         if runner is not None:
             await runner.cleanup()
         await sources.aclose()
-        await redis_for.aclose()
         await kube.close()
     log_event(logger, "controller stopped")
     return 0

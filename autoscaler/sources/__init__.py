@@ -33,11 +33,14 @@ import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from autoscaler.errors import AutoscalerError, SourceError
 from autoscaler.policy.spec import PrometheusTrigger, RedisTrigger, Trigger
 from autoscaler.policy.state import Reading
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 logger = logging.getLogger(__name__)
 
@@ -203,6 +206,17 @@ class SourcePool:
         if resolved not in self._redis:
             self._redis[resolved] = self._redis_factory(resolved)
         return self._redis[resolved]
+
+    def redis_client(self, url: str | None = None) -> Redis:
+        """The client of ``url``'s source: one pool per server for reads, drains and the
+        reaper alike. Raises ``AutoscalerError`` (also when the factory made no
+        ``RedisSource``, as a test's fake may)."""
+        from autoscaler.sources.redis import RedisSource
+
+        source = self.redis(url)
+        if not isinstance(source, RedisSource):
+            raise AutoscalerError(f"the source of {redact_url(url or '')} has no Redis client")
+        return source.client
 
     def prometheus(self, url: str | None = None) -> Source[PrometheusTrigger]:
         """The source for ``url`` (default: ``prometheus_url``); raises ``AutoscalerError``."""

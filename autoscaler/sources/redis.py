@@ -242,6 +242,11 @@ class RedisSource:
         self._backoff = backoff or Backoff()
 
     @property
+    def client(self) -> aioredis.Redis:
+        """This server's client (its one pool), shared with the drain protocol and reaper."""
+        return self._client
+
+    @property
     def mode(self) -> str:
         """``lua`` or ``pipeline``: how the next read will be done."""
         return "lua" if self._use_lua else "pipeline"

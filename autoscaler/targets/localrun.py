@@ -10,47 +10,22 @@ what it holds — and awaited: no process outlives the command.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from pathlib import Path
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
-from redis.asyncio import Redis
 
 from autoscaler.controller import Controller
 from autoscaler.drain import Drainer, Reaper
-from autoscaler.errors import AutoscalerError, InputError
+from autoscaler.errors import InputError
 from autoscaler.logs import log_event
 from autoscaler.metrics import ControllerMetrics, start_http_server
 from autoscaler.sources import SourcePool
-from autoscaler.sources.redis import RedisCredentials, make_client
 from autoscaler.targets.local import LocalInventory
 from autoscaler.targets.localfile import LocalWorkload, load_local_file
 
 logger = logging.getLogger(__name__)
-
-
-class RedisClients:
-    """One bytes client per server for the drainer and the reaper, created on first use."""
-
-    def __init__(self, default_url: str | None) -> None:
-        self.default_url = default_url
-        self._clients: dict[str, Redis] = {}
-
-    def __call__(self, url: str | None) -> Redis:
-        resolved = url or self.default_url
-        if resolved is None:
-            raise AutoscalerError("the trigger has no redis-url and --redis-url is not set")
-        if resolved not in self._clients:
-            self._clients[resolved] = make_client(resolved, RedisCredentials.from_env())
-        return self._clients[resolved]
-
-    async def aclose(self) -> None:
-        clients, self._clients = list(self._clients.values()), {}
-        for client in clients:
-            with contextlib.suppress(Exception):  # closing is best effort
-                await client.aclose()
 
 
 class LocalRun:
@@ -69,7 +44,6 @@ class LocalRun:
         self.registry = CollectorRegistry()
         self.metrics = ControllerMetrics(self.registry)
         self.pool = SourcePool(redis_url=redis_url)
-        self.clients = RedisClients(redis_url)
         self.inventory = LocalInventory(
             workloads, redis_url=redis_url, log_dir=log_dir, grace_period_s=grace_period_s
         )
@@ -77,8 +51,8 @@ class LocalRun:
             sources=self.pool,
             target_factory=self.inventory.target_for,
             metrics=self.metrics,
-            drainer=Drainer(self.clients, self.metrics),
-            reaper=Reaper(self.clients, self.metrics),
+            drainer=Drainer(self.pool.redis_client, self.metrics),
+            reaper=Reaper(self.pool.redis_client, self.metrics),
             reap_interval_s=reap_interval_s,
             dry_run=dry_run,
         )
@@ -108,7 +82,7 @@ class LocalRun:
             self.task.result()  # the loop never ends by itself: surface why it did
 
     async def aclose(self) -> None:
-        """Loop first (drains are called off), then the replicas, then the clients."""
+        """Loop first (drains are called off), then the replicas, then the Redis pools."""
         if self.task is not None:
             self.task.cancel()
             await asyncio.gather(self.task, return_exceptions=True)
@@ -116,7 +90,6 @@ class LocalRun:
             await self.inventory.aclose()
         finally:
             await self.pool.aclose()
-            await self.clients.aclose()
             if self._http is not None:
                 await self._http.cleanup()
 
