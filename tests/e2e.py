@@ -73,7 +73,8 @@ class Proc:
             stdout=handle,
             stderr=handle,
             cwd=ROOT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+            # faulthandler: a process that hangs is stopped with SIGABRT, which dumps its stacks
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1", **(env or {})},
         )
         handle.close()
         _LIVE.add(process)
@@ -167,6 +168,7 @@ class Kubelet:
         self.deleted: list[str] = []
         self.restarts = 0
         self.stopping: list[Proc] = []
+        self.hung: list[str] = []  # logs of sidecars that outlived the grace period
 
     async def _start(self, pod: str) -> None:
         self.consumers[pod] = await Proc.start(
@@ -220,8 +222,13 @@ class Kubelet:
             try:
                 codes.append(await asyncio.wait_for(proc.process.wait(), grace_s))
             except TimeoutError:
-                proc.process.kill()
-                codes.append(await proc.process.wait())
+                proc.process.send_signal(signal.SIGABRT)  # faulthandler dumps the stacks
+                try:
+                    await asyncio.wait_for(proc.process.wait(), 5)
+                except TimeoutError:
+                    proc.process.kill()
+                codes.append(-signal.SIGKILL)
+                self.hung.append(f"--- {proc.log.name}\n{proc.tail(80)}")
         return codes
 
 

@@ -46,7 +46,7 @@ async def kubelet(
         await asyncio.gather(task, return_exceptions=True)
         codes = await k.stop()
         # 0: drained and exited; -SIGTERM: stopped before it had even installed its handler
-        assert set(codes) <= {0, -15}, codes
+        assert set(codes) <= {0, -15}, (codes, "\n".join(k.hung))
 
 
 async def test_removed_pods_are_the_drained_ones_and_held_nothing(

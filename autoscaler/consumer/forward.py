@@ -13,6 +13,7 @@ from enum import Enum
 
 import aiohttp
 
+from autoscaler.aio import cancel_guarded
 from autoscaler.errors import truncate
 
 # Statuses in 4xx that mean "try later", not "this message is bad".
@@ -61,6 +62,7 @@ class Forwarder:
         }
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
 
+    @cancel_guarded  # a cancel must never come back as a retryable timeout
     async def post(self, message: bytes, delivery: int) -> Result:
         headers = {**self._headers, "X-Delivery-Count": str(delivery)}
         try:

@@ -217,7 +217,8 @@ class Controller:
         else:
             self._wakeup.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), delay)
+                async with asyncio.timeout(delay):
+                    await self._wakeup.wait()
 
     async def cycle(self) -> int:
         """Read and decide every workload due now; returns how many were decided."""

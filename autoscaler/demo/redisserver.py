@@ -80,7 +80,8 @@ class PrivateRedis:
             with contextlib.suppress(ProcessLookupError):
                 self.process.terminate()
             try:
-                await asyncio.wait_for(asyncio.shield(self.process.wait()), STOP_TIMEOUT_S)
+                async with asyncio.timeout(STOP_TIMEOUT_S):
+                    await asyncio.shield(self.process.wait())
             except TimeoutError:
                 with contextlib.suppress(ProcessLookupError):
                     self.process.kill()

@@ -221,7 +221,8 @@ class Demo:
                     self.finished_at = time.time()
                     return False
                 try:
-                    await asyncio.wait_for(stop.wait(), SAMPLE_S)
+                    async with asyncio.timeout(SAMPLE_S):
+                        await stop.wait()
                     log_event(logger, "demo interrupted", logging.WARNING)
                     return True
                 except TimeoutError:

@@ -38,6 +38,7 @@ from kubernetes.aio import config as k8s_config
 from kubernetes.aio.client.exceptions import OpenApiException
 from kubernetes.aio.config import ConfigException
 
+from autoscaler.aio import guarded
 from autoscaler.errors import KubeConflictError, KubeError, KubeTransientError, truncate
 from autoscaler.logs import log_event
 from autoscaler.metrics import ControllerMetrics
@@ -186,7 +187,7 @@ class KubeClient:
         kwargs.setdefault("_request_timeout", self.settings.request_timeout_s)
         what = f"{verb} {getattr(method, '__name__', '?')}"
         try:
-            return await _raw(method)(*args, **kwargs)
+            return await guarded(_raw(method)(*args, **kwargs))
         except (aiohttp.ClientError, TimeoutError, OSError) as e:
             self._count(verb, "error")
             raise KubeTransientError(f"{what}: {type(e).__name__}: {e}") from e

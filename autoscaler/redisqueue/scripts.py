@@ -14,6 +14,7 @@ from typing import Any, ParamSpec, TypeVar
 import redis.exceptions as rexc
 from redis.asyncio import Redis
 
+from autoscaler.aio import guarded
 from autoscaler.errors import QueueError, TransientQueueError
 
 P = ParamSpec("P")
@@ -27,7 +28,7 @@ def translated(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
         try:
-            return await fn(*args, **kwargs)
+            return await guarded(fn(*args, **kwargs))
         except _TRANSIENT as e:
             raise TransientQueueError(f"{fn.__name__}: redis: {e}") from e
         except rexc.RedisError as e:

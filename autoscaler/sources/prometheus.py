@@ -23,6 +23,7 @@ from collections.abc import Generator, Mapping, Sequence
 
 import httpx
 
+from autoscaler.aio import guarded
 from autoscaler.errors import SourceError, truncate
 from autoscaler.policy.spec import PrometheusTrigger
 from autoscaler.policy.state import Reading
@@ -138,7 +139,7 @@ class PrometheusSource:
     async def read(self, triggers: Sequence[PrometheusTrigger]) -> list[Reading]:
         """One reading per trigger; each distinct query is sent once. Raises nothing."""
         queries = list(dict.fromkeys(t.query for t in triggers))
-        readings = await asyncio.gather(*(self._query(q) for q in queries))
+        readings = await guarded(asyncio.gather(*(self._query(q) for q in queries)))
         by_query = dict(zip(queries, readings, strict=True))
         return [by_query[t.query] for t in triggers]
 

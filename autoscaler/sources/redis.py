@@ -28,6 +28,7 @@ import redis.asyncio as aioredis
 from redis import exceptions as rex
 
 from autoscaler import keys
+from autoscaler.aio import guarded
 from autoscaler.errors import TransientSourceError, truncate
 from autoscaler.policy.spec import RedisTrigger
 from autoscaler.policy.state import Reading
@@ -258,7 +259,7 @@ class RedisSource:
         if waiting := self._backoff.blocked():
             return [Reading.failed(waiting)] * len(triggers)
         try:
-            results = await self.read_queues([q for t in triggers for q in t.lists])
+            results = await guarded(self.read_queues([q for t in triggers for q in t.lists]))
         except TransientSourceError as e:
             delay = self._backoff.failed(str(e))
             logger.warning("redis read failed failures=%d retry_in_s=%.2f error=%s",

@@ -98,7 +98,8 @@ class ReplicaProcess:
             self.on_restart(self.name, code)
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
 
     async def _run_once(self) -> int | None:
         """Start the group, wait for its leader, kill what is left; the exit code."""
@@ -160,7 +161,8 @@ class ReplicaProcess:
             with contextlib.suppress(ProcessLookupError):
                 process.send_signal(signal.SIGTERM)
             try:
-                await asyncio.wait_for(asyncio.shield(process.wait()), self.grace_period_s)
+                async with asyncio.timeout(self.grace_period_s):
+                    await asyncio.shield(process.wait())
             except TimeoutError:
                 log_event(
                     logger,
