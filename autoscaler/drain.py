@@ -152,9 +152,13 @@ class Drainer:
 
         Only a controller that died mid-drain leaves them (a stop, an error or lost
         leadership restores its victims): they idle, holding no message, until a later
-        scale-down picks them first. Called before a scale-up, which wants them back.
+        scale-down picks them first. Called when a controller starts leading and before
+        a scale-up, which wants them back. Lists the replicas only when the registry
+        shows a drain command: one Redis read per queue otherwise.
         """
         consumers = await self._consumers(spec)
+        if not any(i.command is Command.DRAIN for found in consumers.values() for _, i in found):
+            return 0
         replicas = await target.replicas()
         return await self._release(
             target, [Candidate(r, tuple(consumers.get(r.name, ()))) for r in replicas]

@@ -12,7 +12,11 @@ from prometheus_client import CollectorRegistry
 
 from autoscaler.config import PREFIX
 from autoscaler.controller import Controller
+from autoscaler.drain import Drainer
+from autoscaler.keys import Command, ConsumerField, ConsumerState, consumer_key
 from autoscaler.metrics import ControllerMetrics
+from autoscaler.redisqueue import ConsumerKeys, heartbeat, set_command
+from autoscaler.redisqueue.registry import Registration
 from autoscaler.sources import SourcePool
 from autoscaler.targets import WorkloadEvent, WorkloadRef
 from tests.memtarget import MemoryTarget
@@ -185,3 +189,52 @@ async def test_one_read_per_cycle_for_many_workloads(
     assert await script_calls() - before == 1  # fifty workloads, one round trip
     await h.controller.aclose()
     await h.pool.aclose()
+
+
+async def test_a_new_leader_puts_back_to_work_consumers_a_dead_leader_left_draining(
+    redis_url: str, redis_client: aioredis.Redis
+) -> None:
+    """A leader SIGKILLed mid-drain leaves victims idle; a steady workload never scales, so
+    only the check a controller makes when it starts leading brings them back."""
+    leading = False
+    polls = 0
+    polled_thrice = asyncio.Event()
+
+    def is_leader() -> bool:
+        nonlocal polls
+        polls += 1
+        if polls >= 3:
+            polled_thrice.set()
+        return leading
+
+    h = Harness(redis_url)
+    h.controller.is_leader = is_leader
+    h.controller.drainer = Drainer(lambda url: redis_client, ControllerMetrics(CollectorRegistry()))
+    ref = h.add("jobs", replicas=2, min_replicas="2", max_replicas="2", drain="true")
+    target = h.targets[ref]
+    await target.scale(2)
+    for pod in target.pods:
+        reg = Registration(ConsumerKeys("jobs", pod.name), pod.name, "token", 5, time.time())
+        await heartbeat(redis_client, reg, ConsumerState.DRAINED, 0, 60_000)
+        await set_command(redis_client, pod.name, Command.DRAIN)
+        await target.set_deletion_cost(pod.name, -(2**31))
+
+    async def commands() -> list[bytes | None]:
+        field = ConsumerField.COMMAND.value
+        return [await redis_client.hget(consumer_key(p.name), field) for p in target.pods]
+
+    task = asyncio.create_task(h.controller.run(), name="controller")
+    try:
+        await asyncio.wait_for(polled_thrice.wait(), 5)  # a standby touches nothing
+        assert await commands() == [b"drain", b"drain"]
+        leading = True
+        deadline = time.monotonic() + 5
+        while await commands() != [b"run", b"run"]:
+            assert time.monotonic() < deadline, await commands()
+            await asyncio.sleep(0.02)
+        assert all(cost is None for cost in target.costs.values())
+        assert target.scales == [2]  # released without scaling
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await h.pool.aclose()

@@ -45,6 +45,7 @@ logger = logging.getLogger(__name__)
 MAX_IDLE_WAIT_S = 1.0  # re-check leadership and inventory at least this often
 LEADER_POLL_S = 0.1  # how soon a standby notices it leads
 JITTER = 0.05  # ±5% of the polling interval
+STALE_CHECKS_AT_ONCE = 8  # registry reads in flight when a new leader checks for stale drains
 
 
 class Drainer(Protocol):
@@ -103,6 +104,9 @@ class Controller:
         self.cycles = 0
         self._wakeup = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+        # workloads whose consumers this leader has not yet checked for stale drains
+        self._unchecked: set[WorkloadRef] = set()
+        self._stale_gate = asyncio.Semaphore(STALE_CHECKS_AT_ONCE)
 
     # ---- inventory ------------------------------------------------------------------
 
@@ -112,6 +116,7 @@ class Controller:
             gone = self.workloads.pop(event.ref, None)
             if gone is not None and gone.action is not None:
                 gone.action.cancel()
+            self._unchecked.discard(event.ref)
             self.metrics.forget(event.ref.namespace, event.ref.name)
             self.metrics.workloads.set(len(self.workloads))
             return
@@ -120,12 +125,14 @@ class Controller:
             w = Workload(event.ref, self.target_factory(event.ref), event.replicas)
             w.due_at = self.clock()
             self.workloads[event.ref] = w
+            self._unchecked.add(event.ref)
             self.metrics.workloads.set(len(self.workloads))
         if not w.busy:
             w.current = event.replicas
         w.managed_elsewhere = event.managed_elsewhere
         if w.update_annotations(event.annotations):
             w.due_at = self.clock()
+            self._unchecked.add(event.ref)  # new triggers or drain setting: check again
             if w.spec is not None:
                 self.metrics.track(event.ref.namespace, event.ref.name, w.spec)
         self._report_spec(w)
@@ -168,6 +175,8 @@ class Controller:
                     self._stand_by()
                     await asyncio.sleep(LEADER_POLL_S)
                     continue
+                if self._unchecked:
+                    self._release_stale_drains()
                 await self._wait_until_due()
                 await self.cycle()
         finally:
@@ -175,6 +184,7 @@ class Controller:
 
     def _stand_by(self) -> None:
         """Not leading (yet, or any more): stop every action; the leader owns them now."""
+        self._unchecked.update(self.workloads)  # leading again: check for stale drains again
         for w in self.workloads.values():
             if w.busy and w.action is not None:
                 log_event(
@@ -185,6 +195,26 @@ class Controller:
                     message="not the leader",
                 )
                 w.action.cancel()
+
+    def _release_stale_drains(self) -> None:
+        """Leading, with workloads not yet checked: return to work the consumers that an
+        unfinished drain left idle (a leader SIGKILLed mid-drain). Otherwise a steady
+        workload would keep them idle until its next scale. Each check is the workload's
+        action, so no drain of ours starts on it meanwhile; a busy one is checked later."""
+        for ref in list(self._unchecked):
+            w = self.workloads.get(ref)
+            if w is not None and w.busy:
+                continue
+            self._unchecked.discard(ref)
+            spec = w.spec if w is not None else None
+            if w is None or spec is None or self.drainer is None or self.dry_run:
+                continue
+            if spec.drain and spec.redis_triggers and w.managed_elsewhere is None:
+                w.action = self._spawn(self._release_stale(w, spec, self.drainer))
+
+    async def _release_stale(self, w: Workload, spec: ScalingSpec, drainer: Drainer) -> None:
+        async with self._stale_gate:
+            await drainer.release_stale(w.target, spec)
 
     def queues_by_server(self) -> dict[str | None, set[str]]:
         """Every Redis list of every valid workload, grouped by server URL."""
