@@ -222,14 +222,29 @@ class Kubelet:
             try:
                 codes.append(await asyncio.wait_for(proc.process.wait(), grace_s))
             except TimeoutError:
+                state = _process_state(proc.process.pid)
                 proc.process.send_signal(signal.SIGABRT)  # faulthandler dumps the stacks
                 try:
-                    await asyncio.wait_for(proc.process.wait(), 5)
+                    after = await asyncio.wait_for(proc.process.wait(), 5)
                 except TimeoutError:
                     proc.process.kill()
+                    after = await proc.process.wait()
                 codes.append(-signal.SIGKILL)
-                self.hung.append(f"--- {proc.log.name}\n{proc.tail(80)}")
+                self.hung.append(
+                    f"--- {proc.log.name} (pid {proc.process.pid}, {state}; "
+                    f"exit {after} after SIGABRT)\n{proc.tail(80)}"
+                )
         return codes
+
+
+def _process_state(pid: int) -> str:
+    """State and wait channel from /proc, to tell a hung process from an unreaped one."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        wchan = Path(f"/proc/{pid}/wchan").read_text()
+    except OSError as e:
+        return f"no /proc entry: {e}"
+    return f"state {stat.rpartition(')')[2].split()[0]}, wchan {wchan or '-'}"
 
 
 @pytest_asyncio.fixture

@@ -99,6 +99,8 @@ async def test_sigkilled_consumers_lose_nothing(
         f"dead-lettered {len(dead)}, {time.monotonic() - started:.1f}s, "
         f"{stop_codes.count(-9)} sidecars needed SIGKILL at the end"
     )
+    for hung in k.hung:
+        print(hung)
     assert not lost
     assert len(kills) >= 5 and k.restarts >= 1
     assert time.monotonic() - started < 120
