@@ -17,7 +17,7 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
-from tests.e2e import Kubelet, controller, deployment, eventually
+from tests.e2e import Kubelet, Proc, controller, deployment, eventually
 from tests.e2e import fake_kube as fake_kube  # the fixture, RBAC-checked
 from tests.fakekube import FakeKubeServer
 from tests.processor import Processor
@@ -25,10 +25,16 @@ from tests.processor import Processor
 MESSAGES = 5_000
 
 
+def consuming(proc: Proc) -> bool:
+    """Started and taking messages: killing a sidecar still importing tests nothing (and
+    on a loaded machine would keep every sidecar from ever starting)."""
+    return proc.process.returncode is None and b'"consuming' in proc.log.read_bytes()
+
+
 async def killer(k: Kubelet, rng: random.Random, kills: list[str]) -> None:
     while True:
         await asyncio.sleep(rng.uniform(0.5, 1.5))
-        alive = [(pod, p) for pod, p in k.consumers.items() if p.process.returncode is None]
+        alive = [(pod, p) for pod, p in k.consumers.items() if consuming(p)]
         if alive:
             pod, proc = rng.choice(alive)
             proc.process.send_signal(signal.SIGKILL)
