@@ -162,6 +162,11 @@ class ControllerMetrics:
             self.reaped_messages.labels(queue)
             self.dead_lettered.labels(queue)
 
+    def count_decisions(self, counters: list[Counter]) -> None:
+        """One more decision on each of these ``decisions`` children (the steady ones)."""
+        for counter in counters:
+            counter.inc()
+
     def forget(self, namespace: str, workload: str) -> None:
         """Drop a deleted workload's series so they don't linger as stale values.
 
