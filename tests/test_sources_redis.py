@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from redis.asyncio.connection import Connection
 from redis.exceptions import ResponseError
@@ -34,6 +34,7 @@ from autoscaler.sources.redis import (
     parse_lua_reply,
     readings_for,
 )
+from autoscaler.sources.redisreply import ReadingMemo
 from tests.servers import RedisServer, free_port, wait_until
 
 MODES = [pytest.param(True, id="lua"), pytest.param(False, id="pipeline")]
@@ -570,6 +571,47 @@ def test_reply_slots_are_backlog_in_flight_processed_consumers() -> None:
         RedisCredentials,
         make_client,
     )
+
+
+memo_values = st.sampled_from([0, 1, 2, -1, True, 1.0, b"1", b"x", None]) | st.builds(
+    ResponseError, st.sampled_from(["NOPERM a", "WRONGTYPE b"])
+)
+# a queue's four values: often one of a few that are equal (==) but parse differently
+memo_quads = st.sampled_from(
+    [(1, 1, 1, 1), (True, 1, 1, 1), (1, 1.0, 1, 1), (1, 1, b"1", 1), (1, 1, None, 1), (0, 0, 0, 0)]
+) | st.tuples(memo_values, memo_values, memo_values, memo_values)
+
+
+@settings(max_examples=300)
+@given(
+    data=st.data(),
+    names=st.lists(st.sampled_from(["a", "b", "c", "d"]), min_size=1, max_size=4, unique=True),
+    steps=st.integers(1, 6),
+    sweep_every=st.integers(1, 4),
+)
+def test_memo_reads_exactly_as_parsing_afresh(
+    data: st.DataObject, names: list[str], steps: int, sweep_every: int
+) -> None:
+    """Whatever replies come, in whatever batches: the memo's readings are the ones
+    ``parse_lua_reply`` + ``readings_for`` build from scratch (small alphabet: repeats)."""
+    memo = ReadingMemo("redis://h", sweep_every=sweep_every)
+    for _ in range(steps):
+        queues = data.draw(st.permutations(names))[: data.draw(st.integers(1, len(names)))]
+        lists = st.lists(st.sampled_from(queues), min_size=1, max_size=2).map(tuple)
+        triggers = data.draw(
+            st.lists(
+                st.builds(RedisTrigger, lists, st.just(1.0), count_in_flight=st.booleans()),
+                min_size=1,
+            )
+        )
+        quads = data.draw(st.lists(memo_quads, min_size=len(queues), max_size=len(queues)))
+        reply = [value for quad in quads for value in quad]
+        expected = readings_for("redis://h", triggers, parse_lua_reply(queues, reply))
+        if data.draw(st.booleans()):
+            memo.take_reply(queues, reply)
+        else:  # the pipeline's path gives parsed results
+            memo.take_results(parse_lua_reply(queues, reply))
+        assert memo.readings(triggers) == expected
 
 
 class FakeSource:
