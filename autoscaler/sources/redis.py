@@ -151,8 +151,9 @@ class RedisSource:
         self._use_lua = use_lua
         self._backoff = backoff or Backoff()
         self._memo = ReadingMemo(self.server)
-        self._last_queues: list[str] = []
-        self._last_args: tuple[list[str], list[str]] = _script_args([])
+        # the last batch of triggers, its queues (deduplicated) and the script's arguments
+        self._batch_triggers: list[RedisTrigger] = []
+        self._batch: tuple[list[str], list[str], list[str]] = ([], *_script_args([]))
 
     @property
     def client(self) -> aioredis.Redis:
@@ -171,7 +172,7 @@ class RedisSource:
         if waiting := self._backoff.blocked():
             return [Reading.failed(waiting)] * len(triggers)
         try:
-            await self._refresh([q for t in triggers for q in t.lists])
+            readings = await self._read(triggers)
         except TransientSourceError as e:
             delay = self._backoff.failed(str(e))
             logger.warning("redis read failed failures=%d retry_in_s=%.2f error=%s",
@@ -179,25 +180,19 @@ class RedisSource:
             return [Reading.failed(str(e))] * len(triggers)
         if ended := self._backoff.succeeded():
             logger.info("redis read recovered server=%s after_failures=%d", self.server, ended)
-        return self._memo.readings(triggers)
+        return readings
 
-    async def read_queues(self, queues: Sequence[str]) -> dict[str, QueueResult]:
-        """One cycle's numbers for ``queues`` (deduplicated); ``TransientSourceError``."""
-        await self._refresh(queues)
-        return {q: self._memo.results[q] for q in queues}
-
-    async def _refresh(self, queues: Sequence[str]) -> None:
-        """Read ``queues`` into the memo (see ``redisreply``); ``TransientSourceError``."""
-        unique = list(dict.fromkeys(queues))
+    async def _read(self, triggers: Sequence[RedisTrigger]) -> list[Reading]:
+        """Read through the memo (``redisreply``); ``TransientSourceError``."""
+        if triggers != self._batch_triggers:  # a new batch: its queues and script arguments
+            unique = list(dict.fromkeys(q for t in triggers for q in t.lists))
+            self._batch_triggers, self._batch = list(triggers), (unique, *_script_args(unique))
+        unique, order, args = self._batch
         try:
-            if self._use_lua:
-                if unique != self._last_queues:  # the same batch as last time: same arguments
-                    self._last_queues, self._last_args = unique, _script_args(unique)
-                order, args = self._last_args
-                if (reply := await self._eval(args)) is not None:
-                    self._memo.take_reply(order, reply)
-                    return
+            if self._use_lua and (reply := await self._eval(args)) is not None:
+                return self._memo.read_batch(triggers, order, reply)
             self._memo.take_results(await self._pipeline(unique))
+            return self._memo.readings(triggers)
         except TransientSourceError as e:
             raise TransientSourceError(f"{self.server}: {e}") from e
         except (rex.RedisError, OSError) as e:

@@ -20,9 +20,10 @@ memo
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from itertools import chain, compress, repeat
 from operator import attrgetter, is_, ne
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from redis import exceptions as rex
 
@@ -135,6 +136,33 @@ _count_in_flight_of = attrgetter("count_in_flight")
 _NOT_COMPARABLE = object()  # stands for raw values that must be parsed again next time
 
 
+def _check_shape(queues: Sequence[str], reply: object) -> None:
+    if not isinstance(reply, list) or len(reply) != 4 * len(queues):
+        shape = f"{len(reply)} items" if isinstance(reply, list) else type(reply).__name__
+        raise TransientSourceError(f"malformed script reply: {shape} for {len(queues)} queues")
+
+
+@dataclass
+class _Batch:
+    """``read_batch``'s last call: its triggers, queues, reply and readings."""
+
+    triggers: list[RedisTrigger]
+    queues: list[str]
+    reply: list[Any]
+    readings: list[Reading]
+    plain: bool  # every value of ``reply`` is an int: positions can be compared
+    _users: dict[str, list[int]] | None = None
+
+    def users_of(self, queue: str) -> list[int]:
+        """Positions of the triggers that read ``queue`` (the map is built on first use)."""
+        if self._users is None:
+            self._users = {}
+            for t, trigger in enumerate(self.triggers):
+                for q in dict.fromkeys(trigger.lists):
+                    self._users.setdefault(q, []).append(t)
+        return self._users.get(queue, [])
+
+
 class ReadingMemo:
     """One server's last results and readings; see the module docstring.
 
@@ -150,14 +178,54 @@ class ReadingMemo:
         self._readings: dict[_ReadingKey, Reading] = {}
         self._users: dict[str, set[_ReadingKey]] = {}  # queue → keys of readings using it
         self._seen: set[str] = set()
+        self._last: _Batch | None = None  # read_batch's last call
         self._replies = 0
         self._sweep_every = sweep_every
 
+    def read_batch(
+        self, triggers: Sequence[RedisTrigger], queues: Sequence[str], reply: object
+    ) -> list[Reading]:
+        """Readings for ``triggers`` from the script's ``reply`` for ``queues`` (their
+        lists, deduplicated, in reply order).
+
+        When ``triggers`` and ``queues`` are last call's (the whole fleet is one batch
+        when the polling intervals are equal: the jitter is within the batch window), the
+        reply is compared with the last one position by position and only the triggers
+        of queues that changed get new readings; otherwise ``take_reply`` + ``readings``.
+        """
+        _check_shape(queues, reply)
+        assert isinstance(reply, list)
+        last, plain = self._last, set(map(type, reply)) <= {int}
+        # list ==: identical items compare by address, so an unchanged batch costs ~nothing
+        if last is None or not (plain and last.plain) or last.triggers != triggers or (
+            last.queues != queues
+        ):
+            self.take_reply(queues, reply)
+            readings = self.readings(triggers)
+            self._last = _Batch(list(triggers), list(queues), reply, readings, plain)
+            return list(readings)
+        moved = list(compress(range(len(reply)), map(ne, reply, last.reply)))
+        last.reply = reply
+        if moved:
+            at = list(dict.fromkeys(i // 4 for i in moved))  # queue positions that changed
+            names = [last.queues[i] for i in at]
+            self._take(names, [v for i in at for v in reply[4 * i : 4 * i + 4]])
+            redo = sorted({t for name in names for t in last.users_of(name)})
+            for t, reading in zip(redo, self.readings([triggers[t] for t in redo]), strict=True):
+                last.readings[t] = reading
+        self._tick()
+        return list(last.readings)
+
     def take_reply(self, queues: Sequence[str], reply: object) -> None:
         """The script's flat array for ``queues``; a wrong shape fails the whole server."""
-        if not isinstance(reply, list) or len(reply) != 4 * len(queues):
-            shape = f"{len(reply)} items" if isinstance(reply, list) else type(reply).__name__
-            raise TransientSourceError(f"malformed script reply: {shape} for {len(queues)} queues")
+        _check_shape(queues, reply)
+        assert isinstance(reply, list)
+        self._last = None  # read_batch's positions no longer match the memo
+        self._take(queues, reply)
+        self._seen.update(queues)
+        self._tick()
+
+    def _take(self, queues: Sequence[str], reply: list[Any]) -> None:
         raw = list(zip(reply[0::4], reply[1::4], reply[2::4], reply[3::4], strict=True))
         if set(map(type, reply)) <= {int}:  # the usual case: compare with the memo in C
             changed = list(compress(range(len(queues)), map(ne, raw, map(self._raw.get, queues))))
@@ -169,11 +237,10 @@ class ReadingMemo:
         else:  # an error or a raw counter somewhere: parse everything, memo only all-int raws
             keep = [r if set(map(type, r)) <= {int} else _NOT_COMPARABLE for r in raw]
             self._store(queues, keep, map(_queue_result, queues, *zip(*raw, strict=True)))
-        self._seen.update(queues)
-        self._tick()
 
     def take_results(self, results: Mapping[str, QueueResult]) -> None:
         """The pipeline's parsed results: they are their own raw values."""
+        self._last = None
         queues = list(results)
         fresh = list(results.values())
         changed = list(compress(range(len(queues)), map(ne, fresh, map(self.results.get, queues))))
@@ -211,6 +278,8 @@ class ReadingMemo:
         self._replies += 1
         if self._replies % self._sweep_every:
             return
+        if self._last is not None:  # read_batch reads its queues without marking them
+            self._seen.update(self._last.queues)
         for queue in [q for q in self.results if q not in self._seen]:
             del self.results[queue]
             self._raw.pop(queue, None)
