@@ -18,7 +18,7 @@ from autoscaler.policy import Decision, PolicyState, Reading, ScalingSpec
 from autoscaler.targets import Target, WorkloadRef
 
 
-@dataclass
+@dataclass(slots=True)  # compact: the loop walks 10,000 of them per cycle
 class Workload:
     ref: WorkloadRef
     target: Target

@@ -244,7 +244,11 @@ class SourcePool:
                 url = urls.pop() or self.redis_url
                 every = range(len(triggers))
                 redis_triggers: Sequence[RedisTrigger] = triggers  # type: ignore[assignment]
-                await self._fill(readings, every, url, self._read_redis(url, redis_triggers))
+                # gathered, not awaited: cancelling a cycle must end it even when a client
+                # library swallows the cancellation inside the read (seen in the first read)
+                await asyncio.gather(
+                    self._fill(readings, every, url, self._read_redis(url, redis_triggers))
+                )
                 return readings
         redis_groups: dict[str | None, list[tuple[int, RedisTrigger]]] = {}
         prom_groups: dict[str | None, list[tuple[int, PrometheusTrigger]]] = {}
