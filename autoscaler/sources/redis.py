@@ -9,11 +9,11 @@ still starting, or one whose lease expired, serves nothing).
 In-flight and consumers need a server-side lookup (only Redis knows the ids), so a read
 is one Lua script (``EVALSHA``; ``EVAL`` on ``NOSCRIPT``) that takes all queue names and
 returns a flat array of integers. ``bench/bench_redis_read.py`` measured it at 10,000
-queues (two consumers each): one round trip and ~30-50 ms of client CPU (~200 ms of the
-server's), against two round trips and ~1,300 ms for a pipeline (redis-py parses every
-reply) and ~4,500 ms for a naive loop. Where scripting is refused (ACL ``NOPERM``, a
-renamed ``EVAL``) the source remembers it and uses the pipeline. Every value is
-validated; a bad key fails only the triggers that read it. Replies go through a memo
+queues (two consumers each): one round trip and ~8 ms of client CPU on a quiet cycle
+(~230 ms of the server's), against two round trips and ~1,300 ms for a pipeline
+(redis-py parses every reply) and ~4,000 ms for a naive loop. Where scripting is refused
+(ACL ``NOPERM``, a renamed ``EVAL``) the source remembers it and uses the pipeline. Every
+value is validated; a bad key fails only the triggers that read it. Replies go through a memo
 (``sources.redisreply``): queues whose numbers did not change keep last cycle's results
 and readings. The client itself (credentials, timeouts, retry) is ``sources.redisclient``.
 """
