@@ -15,14 +15,18 @@ from this registry (``python -m grafana.metrics_doc``), and a test keeps it curr
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from itertools import chain
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.metrics_core import Metric
 
 from autoscaler import __version__
 from autoscaler.policy import Reason
@@ -38,6 +42,48 @@ TRIGGER = (*WORKLOAD, "trigger")
 DIRECTIONS = ("up", "down")
 # The drain funnel: every requested drain ends in exactly one of the other stages.
 DRAIN_STAGES = ("requested", "acknowledged", "timed_out", "cancelled", "aborted")
+
+
+class BatchedCounter(Counter):
+    """A labelled ``Counter`` that also takes +1 on many of its children in one call.
+
+    ``inc_each`` only queues the children (O(1)); the increments are added, each child
+    once with its total, when the metric is next collected (a scrape, a test's
+    ``get_sample_value``), or once more than ``MAX_PENDING`` are queued. What a scrape
+    reads is therefore exactly what calling ``inc()`` on each would have given. The loop
+    counts its steady decisions this way: 10,000 ``inc()`` calls cost ~5-10 ms a cycle.
+    """
+
+    MAX_PENDING = 1_000_000  # children queued (8 bytes each) before applying anyway
+
+    _pending: list[Sequence[Counter]]
+    _pending_count = 0
+    _pending_lock: threading.Lock
+
+    def inc_each(self, children: Sequence[Counter]) -> None:
+        """One more on each of ``children`` (children of this counter, from ``labels``)."""
+        if not children:
+            return
+        if "_pending_lock" not in self.__dict__:  # set up lazily: labels() builds children
+            self._pending_lock, self._pending = threading.Lock(), []
+        with self._pending_lock:
+            self._pending.append(children)
+            self._pending_count += len(children)
+            full = self._pending_count > self.MAX_PENDING
+        if full:
+            self._apply_pending()
+
+    def _apply_pending(self) -> None:
+        if "_pending_lock" not in self.__dict__:
+            return
+        with self._pending_lock:
+            pending, self._pending, self._pending_count = self._pending, [], 0
+        for child, n in collections.Counter(chain.from_iterable(pending)).items():
+            child.inc(n)
+
+    def collect(self) -> Iterable[Metric]:
+        self._apply_pending()
+        return super().collect()
 
 
 class ControllerMetrics:
@@ -68,7 +114,7 @@ class ControllerMetrics:
             WORKLOAD,
             registry=registry,
         )
-        self.decisions = Counter(
+        self.decisions = BatchedCounter(
             p + "decisions", "Decisions by reason.", (*WORKLOAD, "reason"), registry=registry
         )
         self.scale_events = Counter(
@@ -161,6 +207,10 @@ class ControllerMetrics:
         for queue in (q for t in spec.redis_triggers for q in t.lists):
             self.reaped_messages.labels(queue)
             self.dead_lettered.labels(queue)
+
+    def count_decisions(self, counters: Sequence[Counter]) -> None:
+        """One more decision on each of these ``decisions`` children (the steady ones)."""
+        self.decisions.inc_each(counters)
 
     def forget(self, namespace: str, workload: str) -> None:
         """Drop a deleted workload's series so they don't linger as stale values.

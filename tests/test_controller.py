@@ -238,3 +238,37 @@ async def test_a_new_leader_puts_back_to_work_consumers_a_dead_leader_left_drain
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await h.pool.aclose()
+
+
+async def test_steady_cycles_are_counted_and_a_changed_queue_is_decided(
+    redis_url: str, redis_client: aioredis.Redis
+) -> None:
+    """Steady workloads skip the policy, yet every cycle counts one decision each; the
+    one whose queue moved is decided in full, in the same cycle."""
+    h = Harness(redis_url)
+    refs = [h.add(f"s{i}", replicas=1, min_replicas="1") for i in range(3)]
+    await redis_client.lpush("s0", *["x"] * 500)  # → 10 replicas, then steady at 10
+    await h.controller.cycle()
+    await wait_for(lambda: not h.controller.workloads[refs[0]].busy)  # scaled to 10
+
+    def decisions(ref: WorkloadRef, reason: str) -> float | None:
+        labels = {"namespace": "default", "workload": ref.name, "reason": reason}
+        return h.registry.get_sample_value("queue_autoscaler_decisions_total", labels)
+
+    for _ in range(4):
+        for w in h.controller.workloads.values():
+            w.due_at = 0
+        assert await h.controller.cycle() == 3
+    assert decisions(refs[0], "ScaleUp") == 1
+    assert decisions(refs[0], "DesiredWithinRange") == 4
+    assert [decisions(r, "TooFewReplicas") for r in refs[1:]] == [5, 5]
+    assert all(h.controller.workloads[r].skipped_at is not None for r in refs[1:])
+    await redis_client.lpush("s1", *["x"] * 200)
+    for w in h.controller.workloads.values():
+        w.due_at = 0
+    await h.controller.cycle()
+    assert h.controller.workloads[refs[1]].last_decision.replicas == 4  # type: ignore[union-attr]
+    assert decisions(refs[1], "ScaleUp") == 1 and decisions(refs[1], "TooFewReplicas") == 5
+    assert decisions(refs[2], "TooFewReplicas") == 6
+    await h.controller.aclose()
+    await h.pool.aclose()

@@ -20,6 +20,7 @@ from autoscaler.policy import (
     decide,
     note_steady,
     steady,
+    steady_candidate,
 )
 
 REDIS = RedisTrigger(("jobs",), messages_per_replica=10)
@@ -299,7 +300,15 @@ def test_skipping_steady_cycles_changes_no_decision(
         now += gaps[i % len(gaps)]
         readings = [q(backlog) if ok else Reading.failed("x")]
         full, full_state = decide(spec, full_current, readings, full_state, now)
-        if steady(spec, previous, previous_readings, readings, lazy_current):
+        is_steady = steady(spec, previous, previous_readings, readings, lazy_current)
+        # the loop's split form: candidate once per decision, then count and readings
+        assert is_steady == (
+            steady_candidate(spec, previous)
+            and previous is not None
+            and previous.current == lazy_current
+            and previous_readings == readings
+        )
+        if is_steady:
             assert previous is not None
             lazy, skipped_at = previous, now
         else:
@@ -310,6 +319,41 @@ def test_skipping_steady_cycles_changes_no_decision(
         assert (lazy.replicas, lazy.reason) == (full.replicas, full.reason)
         previous, previous_readings = lazy, readings
         full_current = lazy_current = full.replicas
+
+
+@settings(max_examples=300)
+@given(
+    specs,
+    st.booleans(),
+    st.integers(0, 60),
+    st.one_of(st.none(), st.integers(0, 60)),
+    st.integers(0, 500),
+    st.integers(0, 500),
+    st.booleans(),
+)
+def test_steady_splits_into_candidate_count_and_readings(
+    spec: ScalingSpec,
+    rate_aware: bool,
+    before: int,
+    moved: int | None,
+    a: int,
+    b: int,
+    ok: bool,
+) -> None:
+    """The loop checks ``steady_candidate`` once per decision, then only count and readings."""
+    current = before if moved is None else moved  # None: the count did not move
+    if rate_aware:
+        spec = replace(spec, target_drain_time_s=60.0)
+    previous_readings = [q(a) if ok else Reading.failed("x")]
+    previous, _ = decide(spec, before, previous_readings, PolicyState(), 0.0)
+    for prev in (None, previous):
+        for readings in ([q(a)], [q(b)], previous_readings):
+            assert steady(spec, prev, previous_readings, readings, current) == (
+                steady_candidate(spec, prev)
+                and prev is not None
+                and prev.current == current
+                and previous_readings == readings
+            )
 
 
 def test_rate_aware_counts_serving_consumers_not_starting_replicas() -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from redis.asyncio.connection import Connection
 from redis.exceptions import ResponseError
@@ -34,6 +34,7 @@ from autoscaler.sources.redis import (
     parse_lua_reply,
     readings_for,
 )
+from autoscaler.sources.redisreply import ReadingMemo
 from tests.servers import RedisServer, free_port, wait_until
 
 MODES = [pytest.param(True, id="lua"), pytest.param(False, id="pipeline")]
@@ -570,6 +571,63 @@ def test_reply_slots_are_backlog_in_flight_processed_consumers() -> None:
         RedisCredentials,
         make_client,
     )
+
+
+memo_values = st.sampled_from([0, 1, 2, -1, True, 1.0, b"1", b"x", None]) | st.builds(
+    ResponseError, st.sampled_from(["NOPERM a", "WRONGTYPE b"])
+)
+# a queue's four values: often one of a few that are equal (==) but parse differently
+memo_quads = st.sampled_from(
+    [(1, 1, 1, 1), (True, 1, 1, 1), (1, 1.0, 1, 1), (1, 1, b"1", 1), (1, 1, None, 1), (0, 0, 0, 0)]
+) | st.tuples(memo_values, memo_values, memo_values, memo_values)
+
+
+@settings(max_examples=400)
+@given(
+    data=st.data(),
+    names=st.lists(st.sampled_from(["a", "b", "c", "d"]), min_size=1, max_size=4, unique=True),
+    steps=st.integers(1, 12),
+    sweep_every=st.integers(1, 4),
+)
+def test_memo_reads_exactly_as_parsing_afresh(
+    data: st.DataObject, names: list[str], steps: int, sweep_every: int
+) -> None:
+    """Whatever replies come, in whatever batches, by whichever path: the memo's readings
+    are the ones ``parse_lua_reply`` + ``readings_for`` build from scratch (a small
+    alphabet of values, so that repeats, and equal values of other types, are common)."""
+    memo = ReadingMemo("redis://h", sweep_every=sweep_every)
+    queues: list[str] = []
+    triggers: list[RedisTrigger] = []
+    for _ in range(steps):
+        if not triggers or data.draw(st.integers(0, 2)) == 0:  # else the same batch again
+            queues = data.draw(st.permutations(names))[: data.draw(st.integers(1, len(names)))]
+            lists = st.lists(st.sampled_from(queues), min_size=1, max_size=2).map(tuple)
+            trigger = st.builds(RedisTrigger, lists, st.just(1.0), count_in_flight=st.booleans())
+            triggers = data.draw(st.lists(trigger, min_size=1))
+        quad = memo_quads if data.draw(st.booleans()) else st.tuples(*[st.integers(0, 1)] * 4)
+        quads = data.draw(st.lists(quad, min_size=len(queues), max_size=len(queues)))
+        reply = [value for quad in quads for value in quad]
+        expected = readings_for("redis://h", triggers, parse_lua_reply(queues, reply))
+        path = data.draw(st.sampled_from(["batch", "batch", "batch", "script", "pipeline"]))
+        if path == "batch":
+            assert memo.read_batch(triggers, queues, reply) == expected
+            continue
+        if path == "script":
+            memo.take_reply(queues, reply)
+        else:  # the pipeline's path gives parsed results
+            memo.take_results(parse_lua_reply(queues, reply))
+        assert memo.readings(triggers) == expected
+
+
+def test_memo_sweep_keeps_the_queues_of_an_unchanged_batch() -> None:
+    """A batch read positionally for a while is still read: a sweep must not drop its
+    queues, or the next change of one list leaves its partner "not read"."""
+    memo = ReadingMemo("s", sweep_every=1)
+    triggers, queues = [RedisTrigger(("a", "b"), 1.0)], ["a", "b"]
+    for _ in range(3):
+        [reading] = memo.read_batch(triggers, queues, [1, 1, 1, 1, 1, 1, 1, 1])
+    [reading] = memo.read_batch(triggers, queues, [0, 1, 1, 1, 1, 1, 1, 1])
+    assert reading == Reading(3, 1, 2, 2, None, 2)
 
 
 class FakeSource:

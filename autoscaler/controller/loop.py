@@ -20,7 +20,11 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import replace
+from itertools import chain
+from operator import attrgetter
 from typing import Any, Protocol
+
+from prometheus_client import Counter
 
 from autoscaler.errors import AutoscalerError
 from autoscaler.logs import log_event
@@ -33,7 +37,7 @@ from autoscaler.policy import (
     ScalingSpec,
     decide,
     note_steady,
-    steady,
+    steady_candidate,
 )
 from autoscaler.sources import SourcePool
 from autoscaler.targets import Target, WorkloadEvent, WorkloadRef
@@ -46,6 +50,7 @@ MAX_IDLE_WAIT_S = 1.0  # re-check leadership and inventory at least this often
 LEADER_POLL_S = 0.1  # how soon a standby notices it leads
 JITTER = 0.05  # ±5% of the polling interval
 STALE_CHECKS_AT_ONCE = 8  # registry reads in flight when a new leader checks for stale drains
+_triggers_of = attrgetter("spec.triggers")
 
 
 class Drainer(Protocol):
@@ -254,42 +259,62 @@ class Controller:
         """Read and decide every workload due now; returns how many were decided."""
         started = time.perf_counter()
         horizon = self.clock() + self.batch_window_s
-        due = [w for w in self.workloads.values() if w.due_at <= horizon and w.serviceable]
+        # Workload.serviceable, spelled out: 10,000 property calls cost milliseconds
+        due = [
+            w
+            for w in self.workloads.values()
+            if w.due_at <= horizon
+            and w.spec is not None
+            and w.managed_elsewhere is None
+            and (w.action is None or w.action.done())
+        ]
         if not due:
             return 0
-        triggers = [t for w in due for t in w.spec.triggers]  # type: ignore[union-attr]
+        triggers = list(chain.from_iterable(map(_triggers_of, due)))
         readings = await self.sources.read(triggers)
         now = self.clock()
         offset = 0
+        random = self.rng.random  # uniform(-JITTER, JITTER), inlined: the same numbers
+        steady_counters: list[Counter] = []
+        # The hot loop (10,000 workloads per cycle): a steady workload (see policy.steady,
+        # split as steady_candidate + same count + same readings) costs a comparison, its
+        # next due time and one counted decision, and allocates nothing (no slice: every
+        # object made here feeds the garbage collector); the rest goes through _decide.
         for w in due:
-            assert w.spec is not None
-            count = len(w.spec.triggers)
-            self._decide(w, w.spec, readings[offset : offset + count], now)
-            offset += count
+            spec = w.spec
+            assert spec is not None
+            count = len(spec.triggers)
+            start, offset = offset, offset + count
+            w.due_at = now + spec.polling_interval_s * (1.0 + (-JITTER + 2 * JITTER * random()))
+            previous, last = w.steady_decision, w.last_readings
+            if (
+                previous is not None
+                and last is not None  # as long as the spec: a new spec resets both
+                and previous.current == w.current
+                and (readings[start] == last[0] if count == 1 else readings[start:offset] == last)
+            ):
+                w.skipped_at = now  # same decision again, nothing to write
+                if w.decision_counter is not None:
+                    steady_counters.append(w.decision_counter)
+                continue
+            self._decide(w, spec, readings[start:offset], now)
+        self.metrics.count_decisions(steady_counters)
         self.cycles += 1
         self.metrics.loop_duration.observe(time.perf_counter() - started)
         return len(due)
 
-    def _next_due(self, spec: ScalingSpec, now: float) -> float:
-        return now + spec.polling_interval_s * (1.0 + self.rng.uniform(-JITTER, JITTER))
-
     # ---- deciding -------------------------------------------------------------------
 
     def _decide(self, w: Workload, spec: ScalingSpec, readings: list[Reading], now: float) -> None:
-        w.due_at = self._next_due(spec, now)
+        """Run the policy for a workload that ``cycle`` did not find steady."""
         previous = w.last_decision
-        if steady(spec, previous, w.last_readings, readings, w.current):
-            assert previous is not None
-            w.skipped_at = now  # same readings, same count: same decision, nothing to write
-            if w.decision_counter is not None:
-                w.decision_counter.inc()
-            return
         if w.skipped_at is not None and previous is not None:
             w.state = note_steady(w.state, w.skipped_at, previous.recommendation)
             w.skipped_at = None
         decision, w.state = decide(spec, w.current, readings, w.state, now)
         self._observe(w, spec, readings, decision)
         w.last_decision, w.last_readings = decision, readings
+        w.steady_decision = decision if steady_candidate(spec, decision) else None
         if previous is None or (previous.replicas, previous.current, previous.reason) != (
             decision.replicas,
             decision.current,

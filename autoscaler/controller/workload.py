@@ -18,7 +18,7 @@ from autoscaler.policy import Decision, PolicyState, Reading, ScalingSpec
 from autoscaler.targets import Target, WorkloadRef
 
 
-@dataclass
+@dataclass(slots=True)  # compact: the loop walks 10,000 of them per cycle
 class Workload:
     ref: WorkloadRef
     target: Target
@@ -33,6 +33,9 @@ class Workload:
     last_decision: Decision | None = None
     last_readings: list[Reading] | None = None
     skipped_at: float | None = None  # last steady cycle not run through decide (see steady())
+    # last_decision when policy.steady_candidate holds for it: a later cycle with the same
+    # count and readings may skip decide
+    steady_decision: Decision | None = None
     # decisions{reason=last reason} of this workload, kept to count steady cycles cheaply
     decision_counter: Counter | None = None
     reported_error: str | None = None  # the invalid-spec message already sent as an Event
@@ -62,6 +65,7 @@ class Workload:
         if changed:
             self.state = PolicyState()  # new rules: start the windows afresh
             self.last_decision, self.last_readings, self.skipped_at = None, None, None
+            self.steady_decision = None
         return changed
 
 

@@ -1,6 +1,13 @@
 """The pure scaling policy. Standard library only (an import-linter contract keeps it so)."""
 
-from autoscaler.policy.core import decide, note_steady, proposal, scale_up_limit, steady
+from autoscaler.policy.core import (
+    decide,
+    note_steady,
+    proposal,
+    scale_up_limit,
+    steady,
+    steady_candidate,
+)
 from autoscaler.policy.spec import (
     PrometheusTrigger,
     RedisTrigger,
@@ -26,4 +33,5 @@ __all__ = [
     "proposal",
     "scale_up_limit",
     "steady",
+    "steady_candidate",
 ]

@@ -269,6 +269,23 @@ def steady(
     )
 
 
+def steady_candidate(spec: ScalingSpec, previous: Decision | None) -> bool:
+    """The part of ``steady`` known as soon as ``previous`` is decided.
+
+    ``steady(spec, previous, previous_readings, readings, current)`` is exactly
+    ``steady_candidate(spec, previous) and previous.current == current and
+    previous_readings == readings`` (property-tested): the loop evaluates this part once
+    per decision, and each later cycle compares only the count and the readings.
+    """
+    return (
+        previous is not None
+        and previous.reason in _TIME_INDEPENDENT
+        and previous.replicas == previous.current
+        and spec.target_drain_time_s is None
+        and (previous.active or previous.current == 0 or spec.min_replicas > 0)
+    )
+
+
 def note_steady(state: PolicyState, at: float, recommendation: int | None) -> PolicyState:
     """Record the recommendation of the last skipped (steady) cycle at time ``at``."""
     if recommendation is None:

@@ -2,7 +2,8 @@
 
 ``autoscaler.config`` parses annotations into these classes; the policy reads them. They
 live in the policy package so that the policy imports nothing but the standard library.
-All durations are seconds (``_s``); all counts are messages or replicas.
+All durations are seconds (``_s``); all counts are messages or replicas. Slotted: the
+controller reads 10,000 specs and triggers per cycle.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RedisTrigger:
     """Scale on the length of one or more Redis lists.
 
@@ -36,7 +37,7 @@ class RedisTrigger:
         return self.activation_messages
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PrometheusTrigger:
     """Scale on an instant PromQL query: replicas ``ceil(value / target)``."""
 
@@ -53,7 +54,7 @@ class PrometheusTrigger:
 Trigger = RedisTrigger | PrometheusTrigger
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ScaleUpRule:
     """At most ``max(start + max_pods, ceil(start · (1 + max_percent/100)))`` replicas per period.
 
@@ -65,7 +66,7 @@ class ScaleUpRule:
     period_s: float = 15.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ScalingSpec:
     """Everything the policy needs to size one workload. Defaults are the README's table."""
 

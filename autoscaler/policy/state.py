@@ -90,7 +90,7 @@ class PolicyState:
     rate: RateEstimate | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Decision:
     """The policy's answer for one cycle."""
 

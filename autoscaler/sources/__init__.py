@@ -32,6 +32,7 @@ import time
 import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 T_contra = TypeVar("T_contra", contravariant=True)
+_redis_url_of = attrgetter("redis_url")
 
 __all__ = ["Backoff", "EnvSecret", "Source", "SourcePool", "redact_url"]
 
@@ -235,6 +237,19 @@ class SourcePool:
         The result is aligned with ``triggers``. A server's failure only fails its own
         triggers; this method raises nothing but cancellation.
         """
+        readings: list[Reading] = [Reading.failed("not read")] * len(triggers)
+        if set(map(type, triggers)) == {RedisTrigger}:  # the usual batch: checked in C
+            urls = set(map(_redis_url_of, triggers))
+            if len(urls) == 1:  # ... all on one server: no grouping
+                url = urls.pop() or self.redis_url
+                every = range(len(triggers))
+                redis_triggers: Sequence[RedisTrigger] = triggers  # type: ignore[assignment]
+                # gathered, not awaited: a cancelled gather raises even when the read
+                # swallowed the cancel (Python 3.11; see autoscaler.aio, which guards it too)
+                await asyncio.gather(
+                    self._fill(readings, every, url, self._read_redis(url, redis_triggers))
+                )
+                return readings
         redis_groups: dict[str | None, list[tuple[int, RedisTrigger]]] = {}
         prom_groups: dict[str | None, list[tuple[int, PrometheusTrigger]]] = {}
         for i, trigger in enumerate(triggers):
@@ -244,9 +259,10 @@ class SourcePool:
                 )
             else:
                 prom_groups.setdefault(trigger.url or self.prometheus_url, []).append((i, trigger))
-        readings: list[Reading] = [Reading.failed("not read")] * len(triggers)
         jobs = [
-            self._fill(readings, [i for i, _ in group], url, self._read_redis(url, group))
+            self._fill(
+                readings, [i for i, _ in group], url, self._read_redis(url, [t for _, t in group])
+            )
             for url, group in redis_groups.items()
         ] + [
             self._fill(readings, [i for i, _ in group], url, self._read_prometheus(url, group))
@@ -255,10 +271,8 @@ class SourcePool:
         await asyncio.gather(*jobs)
         return readings
 
-    async def _read_redis(
-        self, url: str | None, group: list[tuple[int, RedisTrigger]]
-    ) -> list[Reading]:
-        return await self.redis(url).read([trigger for _, trigger in group])
+    async def _read_redis(self, url: str | None, triggers: Sequence[RedisTrigger]) -> list[Reading]:
+        return await self.redis(url).read(triggers)
 
     async def _read_prometheus(
         self, url: str | None, group: list[tuple[int, PrometheusTrigger]]
@@ -267,7 +281,7 @@ class SourcePool:
 
     @staticmethod
     async def _fill(
-        out: list[Reading], indices: list[int], url: str | None, read: Awaitable[list[Reading]]
+        out: list[Reading], indices: Sequence[int], url: str | None, read: Awaitable[list[Reading]]
     ) -> None:
         """Await one server's read into ``out``; any failure becomes failed readings."""
         try:

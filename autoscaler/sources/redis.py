@@ -9,20 +9,21 @@ still starting, or one whose lease expired, serves nothing).
 In-flight and consumers need a server-side lookup (only Redis knows the ids), so a read
 is one Lua script (``EVALSHA``; ``EVAL`` on ``NOSCRIPT``) that takes all queue names and
 returns a flat array of integers. ``bench/bench_redis_read.py`` measured it at 10,000
-queues (two consumers each): one round trip and ~30-50 ms of client CPU (~200 ms of the
-server's), against two round trips and ~1,300 ms for a pipeline (redis-py parses every
-reply) and ~4,500 ms for a naive loop. Where scripting is refused (ACL ``NOPERM``, a
-renamed ``EVAL``) the source remembers it and uses the pipeline. Every value is
-validated; a bad key fails only the triggers that read it. The client itself
-(credentials, timeouts, retry) is ``sources.redisclient``.
+queues (two consumers each): one round trip and ~8 ms of client CPU on a quiet cycle
+(~230 ms of the server's), against two round trips and ~1,300 ms for a pipeline
+(redis-py parses every reply) and ~4,000 ms for a naive loop. Where scripting is refused
+(ACL ``NOPERM``, a renamed ``EVAL``) the source remembers it and uses the pipeline. Every
+value is validated; a bad key fails only the triggers that read it. Replies go through a memo
+(``sources.redisreply``): queues whose numbers did not change keep last cycle's results
+and readings. The client itself (credentials, timeouts, retry) is ``sources.redisclient``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis import exceptions as rex
@@ -35,6 +36,11 @@ from autoscaler.policy.state import Reading
 from autoscaler.sources import Backoff, redact_url
 from autoscaler.sources.redisclient import RedisCredentials as RedisCredentials
 from autoscaler.sources.redisclient import make_client as make_client
+from autoscaler.sources.redisreply import QueueResult as QueueResult
+from autoscaler.sources.redisreply import QueueStats as QueueStats
+from autoscaler.sources.redisreply import ReadingMemo, _queue_result
+from autoscaler.sources.redisreply import parse_lua_reply as parse_lua_reply
+from autoscaler.sources.redisreply import readings_for as readings_for
 
 logger = logging.getLogger(__name__)
 
@@ -111,102 +117,6 @@ def _script_args(queues: Sequence[str]) -> tuple[list[str], list[str]]:
     return plain + odd, [*_SCHEMA_ARGS, "\n".join(plain), *odd]
 
 
-_MAX_COUNT_DIGITS = 19  # a Redis integer is a signed 64-bit value
-
-
-class QueueStats(NamedTuple):
-    """One queue's numbers in one cycle (a tuple: 10,000 are built per cycle)."""
-
-    backlog: int
-    in_flight: int
-    processed: int
-    consumers: int  # registered consumers whose lease exists
-
-
-QueueResult = QueueStats | str  # str: why the queue could not be read, naming the key
-
-
-class _BadValue(ValueError):
-    pass
-
-
-def _count(raw: object, what: str) -> int:
-    """A non-negative integer from a Redis reply, or ``_BadValue`` naming ``what``."""
-    if isinstance(raw, rex.RedisError):
-        raise _BadValue(f"{what}: {truncate(str(raw), 120)}")
-    if isinstance(raw, int) and not isinstance(raw, bool) and raw >= 0:
-        return raw
-    if isinstance(raw, bytes) and raw.isdigit() and len(raw) <= _MAX_COUNT_DIGITS:
-        return int(raw)
-    raise _BadValue(f"{what}: not a non-negative integer: {truncate(repr(raw), 60)}")
-
-
-def _queue_result(
-    queue: str, backlog: object, in_flight: object, processed: object, consumers: object
-) -> QueueResult:
-    try:
-        return QueueStats(
-            _count(backlog, queue),
-            _count(in_flight, f"in-flight of {queue}"),
-            _count(0 if processed is None else processed, keys.processed_key(queue)),
-            _count(consumers, f"live consumers of {queue}"),
-        )
-    except _BadValue as e:
-        return str(e)
-
-
-def parse_lua_reply(queues: Sequence[str], reply: object) -> dict[str, QueueResult]:
-    """The script's flat array → per-queue results; a wrong shape fails the whole server."""
-    if not isinstance(reply, list) or len(reply) != 4 * len(queues):
-        shape = f"{len(reply)} items" if isinstance(reply, list) else type(reply).__name__
-        raise TransientSourceError(f"malformed script reply: {shape} for {len(queues)} queues")
-    if set(map(type, reply)) <= {int} and min(reply, default=0) >= 0:  # the usual case, fast
-        stats = map(QueueStats, reply[0::4], reply[1::4], reply[2::4], reply[3::4])
-        return dict(zip(queues, stats, strict=True))
-    return {q: _queue_result(q, *reply[4 * i : 4 * i + 4]) for i, q in enumerate(queues)}
-
-
-def readings_for(
-    server: str, triggers: Sequence[RedisTrigger], results: Mapping[str, QueueResult]
-) -> list[Reading]:
-    """One reading per trigger: its lists' numbers summed, or failed naming the bad keys."""
-    readings: list[Reading] = []
-    append, from_queue = readings.append, Reading.from_queue  # hot loop: 10,000 per cycle
-    for trigger in triggers:
-        lists = trigger.lists
-        stats = results.get(lists[0]) if len(lists) == 1 else None
-        if type(stats) is QueueStats:
-            backlog, in_flight, processed, consumers = stats
-            append(
-                from_queue(
-                    backlog,
-                    in_flight,
-                    processed,
-                    count_in_flight=trigger.count_in_flight,
-                    consumers=consumers,
-                )
-            )
-        else:
-            append(_summed(server, trigger, results))
-    return readings
-
-
-def _summed(server: str, trigger: RedisTrigger, results: Mapping[str, QueueResult]) -> Reading:
-    stats = [results.get(q, f"{q}: not read") for q in dict.fromkeys(trigger.lists)]
-    if errors := [s for s in stats if isinstance(s, str)]:
-        return Reading.failed(f"{server}: {'; '.join(errors)}")
-    ok = [s for s in stats if isinstance(s, QueueStats)]
-    backlog, in_flight = sum(s.backlog for s in ok), sum(s.in_flight for s in ok)
-    processed, consumers = sum(s.processed for s in ok), sum(s.consumers for s in ok)
-    return Reading.from_queue(
-        backlog,
-        in_flight,
-        processed,
-        count_in_flight=trigger.count_in_flight,
-        consumers=consumers,
-    )
-
-
 def _eval_refused(error: rex.ResponseError) -> bool:
     """Is this the server refusing scripting itself (not a failing script)?"""
     text = str(error).lower()
@@ -241,6 +151,10 @@ class RedisSource:
         )
         self._use_lua = use_lua
         self._backoff = backoff or Backoff()
+        self._memo = ReadingMemo(self.server)
+        # the last batch of triggers, its queues (deduplicated) and the script's arguments
+        self._batch_triggers: list[RedisTrigger] = []
+        self._batch: tuple[list[str], list[str], list[str]] = ([], *_script_args([]))
 
     @property
     def client(self) -> aioredis.Redis:
@@ -259,7 +173,7 @@ class RedisSource:
         if waiting := self._backoff.blocked():
             return [Reading.failed(waiting)] * len(triggers)
         try:
-            results = await guarded(self.read_queues([q for t in triggers for q in t.lists]))
+            readings = await guarded(self._read(triggers))
         except TransientSourceError as e:
             delay = self._backoff.failed(str(e))
             logger.warning("redis read failed failures=%d retry_in_s=%.2f error=%s",
@@ -267,16 +181,19 @@ class RedisSource:
             return [Reading.failed(str(e))] * len(triggers)
         if ended := self._backoff.succeeded():
             logger.info("redis read recovered server=%s after_failures=%d", self.server, ended)
-        return readings_for(self.server, triggers, results)
+        return readings
 
-    async def read_queues(self, queues: Sequence[str]) -> dict[str, QueueResult]:
-        """One cycle's numbers for ``queues`` (deduplicated); ``TransientSourceError``."""
-        unique = list(dict.fromkeys(queues))
+    async def _read(self, triggers: Sequence[RedisTrigger]) -> list[Reading]:
+        """Read through the memo (``redisreply``); ``TransientSourceError``."""
+        if triggers != self._batch_triggers:  # a new batch: its queues and script arguments
+            unique = list(dict.fromkeys(q for t in triggers for q in t.lists))
+            self._batch_triggers, self._batch = list(triggers), (unique, *_script_args(unique))
+        unique, order, args = self._batch
         try:
-            order, args = _script_args(unique)
             if self._use_lua and (reply := await self._eval(args)) is not None:
-                return parse_lua_reply(order, reply)
-            return await self._pipeline(unique)
+                return self._memo.read_batch(triggers, order, reply)
+            self._memo.take_results(await self._pipeline(unique))
+            return self._memo.readings(triggers)
         except TransientSourceError as e:
             raise TransientSourceError(f"{self.server}: {e}") from e
         except (rex.RedisError, OSError) as e:
