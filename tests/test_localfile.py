@@ -151,6 +151,7 @@ def test_cli_run_local_runs_and_stops_its_processes_on_sigterm(
     path = tmp_path / "w.yaml"
     path.write_text(
         "- name: sleepers\n  redis-list: jobs\n  messages-per-replica: 10\n  replicas: 2\n"
+        "  min-replicas: 2\n"  # stays at 2: the check below must not race a scale-down
         f"  command: [{sys.executable}, -c, 'import time; time.sleep(600)', {marker}]\n"
     )
     process = subprocess.Popen(
