@@ -22,9 +22,11 @@ import tracemalloc
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
+from redis.asyncio.connection import Connection
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
@@ -32,6 +34,7 @@ from autoscaler.config import PREFIX
 from autoscaler.controller import Controller
 from autoscaler.metrics import ControllerMetrics
 from autoscaler.sources import SourcePool
+from autoscaler.sources.redis import RedisCredentials, RedisSource, make_client
 from autoscaler.targets import ReplicaInfo, WorkloadEvent, WorkloadRef
 
 CYCLES = 5
@@ -66,9 +69,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def script_calls(client: aioredis.Redis) -> int:
-    stats = await client.info("commandstats")
-    return sum(int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in ("evalsha", "eval"))
+class CountingConnection(Connection):
+    """Counts requests sent: one per command, one per whole pipeline (= round trips)."""
+
+    sent = 0
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        CountingConnection.sent += 1
+        await super().send_packed_command(command, check_health)
+
+
+def counted_source(url: str) -> RedisSource:
+    client = make_client(url, RedisCredentials.from_env({}), connection_class=CountingConnection)
+    return RedisSource(url, client=client)
 
 
 async def client_commands(client: aioredis.Redis) -> int:
@@ -87,7 +100,7 @@ async def setup(client: aioredis.Redis, n: int) -> None:
 
 
 async def bench_controller(url: str, client: aioredis.Redis, n: int) -> dict[str, float]:
-    pool = SourcePool(redis_url=url)
+    pool = SourcePool(redis_url=url, redis_factory=counted_source)
     targets: dict[WorkloadRef, CountingTarget] = {}
     tracemalloc.start()
     before_mem = tracemalloc.get_traced_memory()[0]
@@ -111,14 +124,14 @@ async def bench_controller(url: str, client: aioredis.Redis, n: int) -> dict[str
     for _ in range(CYCLES):
         for w in controller.workloads.values():
             w.due_at = 0.0
-        calls = await script_calls(client)
+        sent = CountingConnection.sent
         gc.collect()
         c0, w0 = time.process_time(), time.perf_counter()
         decided = await controller.cycle()
         cpu.append(time.process_time() - c0)
         wall.append(time.perf_counter() - w0)
         assert decided == n
-        trips.append(await script_calls(client) - calls)
+        trips.append(CountingConnection.sent - sent)
         await asyncio.sleep(0)  # let any spawned write run
         writes += sum(len(t.writes) for t in targets.values())
     await controller.aclose()

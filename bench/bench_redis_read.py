@@ -15,8 +15,11 @@ client CPU ms
 wall ms
     end to end, loopback.
 server CPU ms
-    redis-server's CPU (``INFO cpu`` user+sys): what the cycle costs everyone else on it;
-    a script also blocks other clients for its whole run.
+    redis-server's CPU (``INFO cpu`` user+sys): what the cycle costs everyone else on it.
+longest command ms
+    the server time of one call of the costliest command (``INFO commandstats``): a
+    script blocks every other client for its whole run, so this is the stall the read
+    inflicts on the sidecars' takes and acks (the script is split in ``CHUNK_QUEUES``).
 
 Paths: ``lua`` and ``pipeline`` are ``RedisSource`` (the pipeline needs a second round trip
 for the processing lists); ``naive`` awaits one ``LLEN`` and one ``GET`` per workload in
@@ -101,6 +104,14 @@ def server_cpu_s(port: int) -> float:
     return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
 
 
+def longest_command_ms(port: int) -> float:
+    """The costliest command kind's mean server time per call since the last reset: how
+    long one call keeps every other client of the server waiting."""
+    stats = redis.Redis(port=port).info("commandstats")
+    return max((float(v["usec_per_call"]) for k, v in stats.items() if k != "cmdstat_info"),
+               default=0.0) / 1e3  # fmt: skip
+
+
 async def naive_read(client: aioredis.Redis, triggers: list[RedisTrigger]) -> None:
     for trigger in triggers:
         for queue in trigger.lists:
@@ -109,8 +120,10 @@ async def naive_read(client: aioredis.Redis, triggers: list[RedisTrigger]) -> No
 
 
 async def measure(port: int, cycle: Callable[[], Awaitable[object]], cycles: int) -> list[float]:
-    """Median round trips, client CPU ms, wall ms and server ms of ``cycles`` cycles."""
+    """Median round trips, client CPU ms, wall ms and server ms of ``cycles`` cycles, and
+    the longest command's server ms."""
     await cycle()  # warm-up: connect, load the script
+    redis.Redis(port=port).config_resetstat()
     samples: list[tuple[float, float, float, float]] = []
     for _ in range(cycles):
         sent, server = CountingConnection.sent, server_cpu_s(port)
@@ -119,7 +132,10 @@ async def measure(port: int, cycle: Callable[[], Awaitable[object]], cycles: int
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
         server = server_cpu_s(port) - server
         samples.append((CountingConnection.sent - sent, cpu * 1e3, wall * 1e3, server * 1e3))
-    return [statistics.median(column) for column in zip(*samples, strict=True)]
+    return [
+        *(statistics.median(column) for column in zip(*samples, strict=True)),
+        longest_command_ms(port),
+    ]
 
 
 async def bench_size(port: int, n: int, cycles: int) -> list[tuple[str, list[float]]]:
@@ -153,11 +169,13 @@ async def main() -> None:
         print(f"redis-server {redis.Redis(port=port).info()['redis_version']}, "
               f"redis-py {redis.__version__}, hiredis {HIREDIS_AVAILABLE}, "
               f"median of {args.cycles} cycles (naive: ≤ 3)\n")  # fmt: skip
-        print("| workloads | path | round trips | client CPU ms | wall ms | server CPU ms |")
-        print("|---:|---|---:|---:|---:|---:|")
+        print("| workloads | path | round trips | client CPU ms | wall ms | server CPU ms "
+              "| longest command ms |")  # fmt: skip
+        print("|---:|---|---:|---:|---:|---:|---:|")
         for n in args.sizes:
-            for path, (trips, cpu, wall, server) in await bench_size(port, n, args.cycles):
-                print(f"| {n:,} | {path} | {trips:,.0f} | {cpu:.1f} | {wall:.1f} | {server:.1f} |")
+            for path, (trips, cpu, wall, server, stall) in await bench_size(port, n, args.cycles):
+                print(f"| {n:,} | {path} | {trips:,.0f} | {cpu:.1f} | {wall:.1f} | {server:.1f} "
+                      f"| {stall:.2f} |")  # fmt: skip
     finally:
         process.terminate()
         process.wait(5)

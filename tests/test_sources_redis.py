@@ -225,6 +225,35 @@ async def test_one_round_trip_per_cycle(redis_url: str, redis_client: aioredis.R
     }
 
 
+async def test_script_calls_are_chunked_in_one_round_trip(
+    redis_url: str, redis_client: aioredis.Redis
+) -> None:
+    """Ten queues in calls of three: four EVALSHAs, one round trip, the same readings as a
+    single call — also right after SCRIPT FLUSH (the first call of the pipeline is an EVAL)."""
+    for i in range(10):
+        await fill(redis_client, f"c{i}", i, [i % 3, 1], live=i % 2)
+    triggers = [RedisTrigger((f"c{i}",), 1) for i in range(10)] + [
+        RedisTrigger(("c9", "c0", "c4"), 1, count_in_flight=False)
+    ]
+    whole = RedisSource(redis_url)
+    client = make_client(
+        redis_url, RedisCredentials.from_env({}), connection_class=CountingConnection
+    )
+    chunked = RedisSource(redis_url, client=client, chunk_queues=3)
+    try:
+        expected = await whole.read(triggers)
+        assert all(r.error is None for r in expected)
+        await redis_client.script_flush()
+        assert await chunked.read(triggers) == expected  # NOSCRIPT: EVAL first, then EVALSHA
+        before, sent = await command_stats(redis_client), CountingConnection.sent
+        assert await chunked.read(triggers) == expected
+        assert CountingConnection.sent - sent == 1
+        assert (await command_stats(redis_client))["evalsha"] - before["evalsha"] == 4
+    finally:
+        await whole.aclose()
+        await chunked.aclose()
+
+
 async def test_pipeline_takes_two_round_trips(redis_url: str, redis_client: aioredis.Redis) -> None:
     await fill(redis_client, "jobs", 2, [1])
     client = make_client(

@@ -7,15 +7,17 @@ Per queue, with key names from ``autoscaler.keys``: *backlog* ``LLEN <queue>``;
 still starting, or one whose lease expired, serves nothing).
 
 In-flight and consumers need a server-side lookup (only Redis knows the ids), so a read
-is one Lua script (``EVALSHA``; ``EVAL`` on ``NOSCRIPT``) that takes all queue names and
-returns a flat array of integers. ``bench/bench_redis_read.py`` measured it at 10,000
-queues (two consumers each): one round trip and ~8 ms of client CPU on a quiet cycle
-(~230 ms of the server's), against two round trips and ~1,300 ms for a pipeline
-(redis-py parses every reply) and ~4,000 ms for a naive loop. Where scripting is refused
-(ACL ``NOPERM``, a renamed ``EVAL``) the source remembers it and uses the pipeline. Every
-value is validated; a bad key fails only the triggers that read it. Replies go through a memo
-(``sources.redisreply``): queues whose numbers did not change keep last cycle's results
-and readings. The client itself (credentials, timeouts, retry) is ``sources.redisclient``.
+is one Lua script (``EVALSHA``; ``EVAL`` on ``NOSCRIPT``) that takes the queue names and
+returns a flat array of integers; one call per ``CHUNK_QUEUES`` queues, all pipelined in
+one round trip, so Redis serves other clients between them. ``bench/bench_redis_read.py``
+measured it at 10,000 queues (two consumers each): one round trip, ~9 ms of client CPU on
+a quiet cycle and ~112 ms of the server's in calls of ~12 ms, against two round trips and
+~1,300 ms for a pipeline (redis-py parses every reply) and ~4,000 ms for a naive loop.
+Where scripting is refused (ACL ``NOPERM``, a renamed ``EVAL``) the source remembers it
+and uses the pipeline. Every value is validated; a bad key fails only the triggers that
+read it. Replies go through a memo (``sources.redisreply``): queues whose numbers did not
+change keep last cycle's results and readings. The client itself (credentials, timeouts,
+retry) is ``sources.redisclient``.
 """
 
 from __future__ import annotations
@@ -104,6 +106,12 @@ return out
 """
 LUA_SHA = hashlib.sha1(LUA_SCRIPT.encode(), usedforsecurity=False).hexdigest()
 
+# Queues per script call. A script blocks the server while it runs: ~23 ms per 1,000
+# queues with consumers (``bench_redis_read.py``), so 10,000 queues in one call would stall
+# every other client (the sidecars' takes and acks) for ~230 ms each cycle. The calls of
+# one read still go in one pipeline: one round trip; other clients run between them.
+CHUNK_QUEUES = 1000
+
 
 def _script_args(queues: Sequence[str]) -> tuple[list[str], list[str]]:
     """(reply order, script arguments) for ``queues``.
@@ -115,6 +123,17 @@ def _script_args(queues: Sequence[str]) -> tuple[list[str], list[str]]:
     plain = [q for q in queues if q and "\n" not in q]
     odd = [q for q in queues if not q or "\n" in q]
     return plain + odd, [*_SCHEMA_ARGS, "\n".join(plain), *odd]
+
+
+def _chunked_args(queues: Sequence[str], size: int) -> tuple[list[str], list[list[str]]]:
+    """(reply order, one argument list per script call of at most ``size`` queues)."""
+    order: list[str] = []
+    calls: list[list[str]] = []
+    for start in range(0, len(queues), size):
+        part, args = _script_args(queues[start : start + size])
+        order += part
+        calls.append(args)
+    return order, calls
 
 
 def _eval_refused(error: rex.ResponseError) -> bool:
@@ -141,6 +160,7 @@ class RedisSource:
         read_timeout_s: float = 2.0,
         use_lua: bool = True,
         backoff: Backoff | None = None,
+        chunk_queues: int = CHUNK_QUEUES,
     ) -> None:
         self.server = redact_url(url)
         self._client = client or make_client(
@@ -152,9 +172,10 @@ class RedisSource:
         self._use_lua = use_lua
         self._backoff = backoff or Backoff()
         self._memo = ReadingMemo(self.server)
-        # the last batch of triggers, its queues (deduplicated) and the script's arguments
+        self._chunk_queues = max(1, chunk_queues)
+        # the last batch of triggers, its queues (deduplicated) and the script calls' arguments
         self._batch_triggers: list[RedisTrigger] = []
-        self._batch: tuple[list[str], list[str], list[str]] = ([], *_script_args([]))
+        self._batch: tuple[list[str], list[str], list[list[str]]] = ([], [], [])
 
     @property
     def client(self) -> aioredis.Redis:
@@ -187,10 +208,11 @@ class RedisSource:
         """Read through the memo (``redisreply``); ``TransientSourceError``."""
         if triggers != self._batch_triggers:  # a new batch: its queues and script arguments
             unique = list(dict.fromkeys(q for t in triggers for q in t.lists))
-            self._batch_triggers, self._batch = list(triggers), (unique, *_script_args(unique))
-        unique, order, args = self._batch
+            chunks = _chunked_args(unique, self._chunk_queues)
+            self._batch_triggers, self._batch = list(triggers), (unique, *chunks)
+        unique, order, calls = self._batch
         try:
-            if self._use_lua and (reply := await self._eval(args)) is not None:
+            if self._use_lua and (reply := await self._eval(calls)) is not None:
                 return self._memo.read_batch(triggers, order, reply)
             self._memo.take_results(await self._pipeline(unique))
             return self._memo.readings(triggers)
@@ -200,14 +222,14 @@ class RedisSource:
             problem = f"{type(e).__name__}: {truncate(str(e), 200)}"
             raise TransientSourceError(f"{self.server}: {problem}") from e
 
-    async def _eval(self, args: Sequence[str]) -> object | None:
-        """The script's reply, or None when the server refuses scripting (remembered)."""
-        command: Callable[..., Awaitable[object]] = self._client.execute_command
+    async def _eval(self, calls: Sequence[Sequence[str]]) -> object | None:
+        """The script's reply (the calls' replies end to end), or None when the server
+        refuses scripting (remembered)."""
         try:
             try:
-                return await command("EVALSHA", LUA_SHA, 0, *args)
+                return await self._eval_calls(calls, "EVALSHA", LUA_SHA)
             except rex.NoScriptError:  # first use, or after a restart / SCRIPT FLUSH
-                return await command("EVAL", LUA_SCRIPT, 0, *args)
+                return await self._eval_calls(calls, "EVAL", LUA_SCRIPT)
         except rex.ResponseError as e:
             if not _eval_refused(e):
                 raise
@@ -216,6 +238,26 @@ class RedisSource:
             logger.warning("redis scripting refused, using pipelines server=%s error=%s",
                            self.server, error)  # fmt: skip
             return None
+
+    async def _eval_calls(self, calls: Sequence[Sequence[str]], verb: str, script: str) -> object:
+        """The calls in one round trip; with ``EVAL`` only the first carries the script
+        (it loads it: the ``EVALSHA``s after it in the pipeline find it)."""
+        if len(calls) <= 1:
+            command: Callable[..., Awaitable[object]] = self._client.execute_command
+            return await command(verb, script, 0, *calls[0]) if calls else []
+        pipe = self._client.pipeline(transaction=False)
+        pipe.execute_command(verb, script, 0, *calls[0])
+        for args in calls[1:]:
+            pipe.execute_command("EVALSHA", LUA_SHA, 0, *args)
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
+        joined: list[Any] = []
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+            if not isinstance(reply, list):
+                raise TransientSourceError(f"malformed script reply: {type(reply).__name__}")
+            joined += reply
+        return joined
 
     async def _pipeline(self, queues: Sequence[str]) -> dict[str, QueueResult]:
         """Two round trips: lengths, registries and counters; then per queue the length of
