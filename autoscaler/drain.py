@@ -70,6 +70,10 @@ def pick_victims(candidates: Iterable[Candidate], count: int) -> list[Candidate]
     return sorted(candidates, key=lambda c: c.rank)[:count]
 
 
+def _told_to_drain(consumers: Iterable[tuple[str | None, ConsumerInfo]]) -> bool:
+    return any(info.command is Command.DRAIN for _, info in consumers)
+
+
 class Drainer:
     """Drain-then-scale-down for workloads whose spec says ``drain: true``."""
 
@@ -157,7 +161,7 @@ class Drainer:
         shows a drain command: one Redis read per queue otherwise.
         """
         consumers = await self._consumers(spec)
-        if not any(i.command is Command.DRAIN for found in consumers.values() for _, i in found):
+        if not any(map(_told_to_drain, consumers.values())):
             return 0
         replicas = await target.replicas()
         return await self._release(
@@ -165,7 +169,7 @@ class Drainer:
         )
 
     async def _release(self, target: Target, candidates: list[Candidate]) -> int:
-        stale = [c for c in candidates if any(i.command is Command.DRAIN for _, i in c.consumers)]
+        stale = [c for c in candidates if _told_to_drain(c.consumers)]
         if stale:
             log_event(
                 logger,

@@ -130,14 +130,13 @@ class Controller:
             w = Workload(event.ref, self.target_factory(event.ref), event.replicas)
             w.due_at = self.clock()
             self.workloads[event.ref] = w
-            self._unchecked.add(event.ref)
             self.metrics.workloads.set(len(self.workloads))
         if not w.busy:
             w.current = event.replicas
         w.managed_elsewhere = event.managed_elsewhere
         if w.update_annotations(event.annotations):
             w.due_at = self.clock()
-            self._unchecked.add(event.ref)  # new triggers or drain setting: check again
+            self._unchecked.add(event.ref)  # new, or new triggers or drain setting: check
             if w.spec is not None:
                 self.metrics.track(event.ref.namespace, event.ref.name, w.spec)
         self._report_spec(w)

@@ -259,12 +259,9 @@ def steady(
     At 10,000 workloads this is most of a quiet cycle's CPU.
     """
     return (
-        previous is not None
-        and previous.reason in _TIME_INDEPENDENT
-        and previous.replicas == previous.current == current
-        and spec.target_drain_time_s is None
-        # idle above zero with min 0: the cooldown clock is running
-        and (previous.active or current == 0 or spec.min_replicas > 0)
+        steady_candidate(spec, previous)
+        and previous is not None
+        and previous.current == current
         and previous_readings == readings
     )
 
@@ -282,6 +279,7 @@ def steady_candidate(spec: ScalingSpec, previous: Decision | None) -> bool:
         and previous.reason in _TIME_INDEPENDENT
         and previous.replicas == previous.current
         and spec.target_drain_time_s is None
+        # idle above zero with min 0: the cooldown clock is running
         and (previous.active or previous.current == 0 or spec.min_replicas > 0)
     )
 
