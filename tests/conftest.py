@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
@@ -54,9 +58,37 @@ def prometheus_server() -> Iterator[PrometheusServer]:
     server.stop()
 
 
+def _running(pid: int) -> bool:
+    """Running, not a zombie: ``returncode`` is set by the event loop, which a test that
+    timed out no longer runs."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
 @pytest.fixture(autouse=True)
-async def _no_leaked_tasks() -> AsyncIterator[None]:
-    """Fail a test that leaves asyncio tasks running (kopf's ``_no_asyncio_pending_tasks``)."""
+def _no_leaked_processes() -> Iterator[None]:
+    """Fail a test that leaves its ``autoscaler`` processes running, and SIGKILL them: a
+    sidecar left behind by a test that timed out would consume the next tests' messages from
+    the shared Redis and fail them all (CI saw 26 such failures after one timeout)."""
+    from tests.e2e import LIVE
+
+    before = set(LIVE)
+    yield
+    left = sorted(p.pid for p in LIVE - before if _running(p.pid))
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    if left:
+        pytest.fail(f"test left {len(left)} process(es) running (SIGKILLed): pids {left}")
+
+
+@pytest.fixture(autouse=True)
+async def _no_leaked_tasks(_no_leaked_processes: None) -> AsyncIterator[None]:
+    """Fail a test that leaves asyncio tasks running (kopf's ``_no_asyncio_pending_tasks``).
+    Cancelled before the processes are checked: a test's ``finally`` may still stop them."""
     before = asyncio.all_tasks()
     yield
     current = asyncio.current_task()

@@ -43,13 +43,13 @@ def deployment(name: str, replicas: int, **annotations: str) -> dict[str, Any]:
     }
 
 
-_LIVE: set[asyncio.subprocess.Process] = set()
+LIVE: set[asyncio.subprocess.Process] = set()  # every process started here (see conftest)
 
 
 @atexit.register
 def _kill_leftovers() -> None:
     """A test interrupted mid-way (timeout, Ctrl-C) must not leave processes behind."""
-    for process in _LIVE:
+    for process in LIVE:
         if process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
@@ -77,7 +77,7 @@ class Proc:
             env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1", **(env or {})},
         )
         handle.close()
-        _LIVE.add(process)
+        LIVE.add(process)
         return cls(process, log)
 
     def lines(self) -> list[dict[str, Any]]:
@@ -169,6 +169,7 @@ class Kubelet:
         self.restarts = 0
         self.stopping: list[Proc] = []
         self.hung: list[str] = []  # logs of sidecars that outlived the grace period
+        self._halted = asyncio.Event()
 
     async def _start(self, pod: str) -> None:
         self.consumers[pod] = await Proc.start(
@@ -205,9 +206,23 @@ class Kubelet:
                 await self._start(pod)
 
     async def run(self, redis: Any, interval_s: float = 0.05) -> None:
-        while True:
+        """Sync until ``halt()``. Not stopped by cancelling: on Python 3.11 redis-py's
+        ``wait_for`` can swallow a cancel (CPython gh-86296) and the loop would go on."""
+        while not self._halted.is_set():
             await self.sync(redis)
-            await asyncio.sleep(interval_s)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval_s):
+                    await self._halted.wait()
+
+    @contextlib.asynccontextmanager
+    async def running(self, redis: Any) -> AsyncIterator[None]:
+        """Run the kubelet for the block; it is halted and awaited on the way out."""
+        task = asyncio.create_task(self.run(redis), name="kubelet")
+        try:
+            yield
+        finally:
+            self._halted.set()
+            await task
 
     async def stop(self, grace_s: float = 15.0) -> list[int]:
         """Stop every sidecar as a kubelet does: one SIGTERM (none again for those already

@@ -15,6 +15,7 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
 import redis.asyncio as aioredis
 
 from tests.e2e import Kubelet, Proc, controller, deployment, eventually
@@ -31,6 +32,12 @@ def consuming(proc: Proc) -> bool:
     return proc.process.returncode is None and b'"consuming' in proc.log.read_bytes()
 
 
+def replicas(kube: FakeKubeServer) -> int:
+    obj = kube.get("deployments", "default", "worker")
+    assert obj is not None
+    return int(obj["spec"]["replicas"])
+
+
 async def killer(k: Kubelet, rng: random.Random, kills: list[str]) -> None:
     while True:
         await asyncio.sleep(rng.uniform(0.5, 1.5))
@@ -41,6 +48,7 @@ async def killer(k: Kubelet, rng: random.Random, kills: list[str]) -> None:
             kills.append(pod)
 
 
+@pytest.mark.timeout(300)  # beyond the deadlines inside, so a slow run fails with their logs
 async def test_sigkilled_consumers_lose_nothing(
     fake_kube: FakeKubeServer, redis_url: str, redis_client: aioredis.Redis, tmp_path: Path
 ) -> None:
@@ -68,31 +76,26 @@ async def test_sigkilled_consumers_lose_nothing(
             "--request-timeout",
             "5",
         )
-        kubelet = asyncio.create_task(k.run(redis_client), name="kubelet")
         proc = await controller(tmp_path, fake_kube.kubeconfig, redis_url)
-        chaos = asyncio.create_task(killer(k, rng, kills), name="chaos")
         try:
-            ids = [json.dumps({"id": i}).encode() for i in range(MESSAGES)]
-            for start in range(0, MESSAGES, 500):
-                await redis_client.lpush("jobs", *ids[start : start + 500])
+            async with k.running(redis_client):
+                chaos = asyncio.create_task(killer(k, rng, kills), name="chaos")
+                try:
+                    ids = [json.dumps({"id": i}).encode() for i in range(MESSAGES)]
+                    for start in range(0, MESSAGES, 500):
+                        await redis_client.lpush("jobs", *ids[start : start + 500])
 
-            async def settled() -> bool:
-                dead = set(await redis_client.lrange("jobs:dead", 0, -1))
-                return set(processor.accepted) | dead >= set(ids)
+                    async def settled() -> bool:
+                        dead = set(await redis_client.lrange("jobs:dead", 0, -1))
+                        return set(processor.accepted) | dead >= set(ids)
 
-            await eventually(settled, 100, "every id processed or dead-lettered", (proc,))
-            chaos.cancel()
-            await eventually(
-                lambda: fake_kube.get("deployments", "default", "worker")["spec"]["replicas"] == 1,
-                30,
-                "back to min",
-                (proc,),
-            )  # type: ignore[index]
+                    await eventually(settled, 100, "every id processed or dead-lettered", (proc,))
+                    chaos.cancel()
+                    await eventually(lambda: replicas(fake_kube) == 1, 30, "back to min", (proc,))
+                finally:
+                    chaos.cancel()
+                    await asyncio.gather(chaos, return_exceptions=True)
         finally:
-            chaos.cancel()
-            await asyncio.gather(chaos, return_exceptions=True)
-            kubelet.cancel()
-            await asyncio.gather(kubelet, return_exceptions=True)
             stop_codes = await k.stop()
             assert await proc.stop() == 0
     dead = set(await redis_client.lrange("jobs:dead", 0, -1))

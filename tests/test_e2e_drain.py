@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -40,11 +39,11 @@ async def kubelet(
 ) -> AsyncIterator[tuple[Kubelet, Processor]]:
     async with Processor(latency_s=(0.2, 0.6), seed=7) as processor:
         k = Kubelet(fake_kube, redis_url, "jobs", processor.url, tmp_path, "app=worker")
-        task = asyncio.create_task(k.run(redis_client), name="kubelet")
-        yield k, processor
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        codes = await k.stop()
+        try:
+            async with k.running(redis_client):
+                yield k, processor
+        finally:
+            codes = await k.stop()
         # 0: drained and exited; -SIGTERM: stopped before it had even installed its handler
         assert set(codes) <= {0, -15}, (codes, "\n".join(k.hung))
 

@@ -27,6 +27,8 @@ from importlib import resources
 
 from redis.asyncio import Redis
 
+from autoscaler.aio import guarded
+
 PATTERNS = ("burst", "steady", "spiky")
 RATE_PER_S = 20.0  # messages per second of span: a 1,000-message job spans 50 s
 
@@ -103,7 +105,7 @@ async def produce(
             body = {"id": message_id, "city": city, "enqueued_at": round(clock(), 4)}
             batch.append(json.dumps(body))
             out.ids.append(message_id)
-        await redis.lpush(queue, *batch)
+        await guarded(redis.lpush(queue, *batch))  # the demo cancels its producer: keep it
         at = int(clock() - out.started_at)
         out.per_second[at] = out.per_second.get(at, 0) + count
     out.done = True
