@@ -77,7 +77,7 @@ def _no_leaked_processes() -> Iterator[None]:
 
     before = set(LIVE)
     yield
-    left = sorted(p.pid for p in LIVE - before if _running(p.pid))
+    left = sorted(p.pid for p in LIVE - before if p.returncode is None and _running(p.pid))
     for pid in left:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
