@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -68,15 +69,23 @@ class Harness:
     def replicas(self, ref: WorkloadRef) -> int:
         return self.targets[ref].replica_count
 
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """The controller's loop for the block; then it is stopped and the pool closed."""
+        task = asyncio.create_task(self.controller.run(), name="controller")
+        try:
+            yield
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await self.pool.aclose()
+
 
 @pytest.fixture
 async def harness(redis_url: str) -> AsyncIterator[Harness]:
     h = Harness(redis_url)
-    task = asyncio.create_task(h.controller.run(), name="controller")
-    yield h
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-    await h.pool.aclose()
+    async with h.running():
+        yield h
 
 
 async def test_backlog_scales_within_one_interval_then_back_to_min(
@@ -128,31 +137,24 @@ async def test_invalid_spec_is_reported_and_others_still_scale(
 async def test_redis_down_holds_replicas_and_recovers(own_redis: RedisServer) -> None:
     h = Harness(own_redis.url)
     client = aioredis.Redis.from_url(own_redis.url)
-    task = asyncio.create_task(h.controller.run(), name="controller")
     try:
-        ref = h.add("jobs", replicas=1)
-        await client.lpush("jobs", *["x"] * 300)
-        await wait_for(lambda: h.replicas(ref) == 6)
-        own_redis.stop()
-        errors = {"namespace": "default", "workload": "jobs", "trigger": "redis:jobs"}
-        await wait_for(
-            lambda: (
-                (h.registry.get_sample_value("queue_autoscaler_source_errors_total", errors) or 0)
-                >= 3
-            )
-        )
-        assert h.replicas(ref) == 6  # held: an outage is not an empty queue
-        assert h.controller.workloads[ref].last_decision is not None
-        assert h.controller.workloads[ref].last_decision.reason == "MetricError"
-        own_redis.restart()
-        await client.aclose()
-        client = aioredis.Redis.from_url(own_redis.url)
-        await client.lpush("jobs", *["x"] * 100)  # the restarted server is empty
-        await wait_for(lambda: h.replicas(ref) == 2, timeout_s=15)
+        async with h.running():
+            ref = h.add("jobs", replicas=1)
+            await client.lpush("jobs", *["x"] * 300)
+            await wait_for(lambda: h.replicas(ref) == 6)
+            own_redis.stop()
+            errors = {"namespace": "default", "workload": "jobs", "trigger": "redis:jobs"}
+            source_errors = "queue_autoscaler_source_errors_total"
+            await wait_for(lambda: (h.registry.get_sample_value(source_errors, errors) or 0) >= 3)
+            assert h.replicas(ref) == 6  # held: an outage is not an empty queue
+            assert h.controller.workloads[ref].last_decision is not None
+            assert h.controller.workloads[ref].last_decision.reason == "MetricError"
+            own_redis.restart()
+            await client.aclose()
+            client = aioredis.Redis.from_url(own_redis.url)
+            await client.lpush("jobs", *["x"] * 100)  # the restarted server is empty
+            await wait_for(lambda: h.replicas(ref) == 2, timeout_s=15)
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await h.pool.aclose()
         await client.aclose()
 
 
@@ -223,8 +225,7 @@ async def test_a_new_leader_puts_back_to_work_consumers_a_dead_leader_left_drain
         field = ConsumerField.COMMAND.value
         return [await redis_client.hget(consumer_key(p.name), field) for p in target.pods]
 
-    task = asyncio.create_task(h.controller.run(), name="controller")
-    try:
+    async with h.running():
         await asyncio.wait_for(polled_thrice.wait(), 5)  # a standby touches nothing
         assert await commands() == [b"drain", b"drain"]
         leading = True
@@ -234,10 +235,6 @@ async def test_a_new_leader_puts_back_to_work_consumers_a_dead_leader_left_drain
             await asyncio.sleep(0.02)
         assert all(cost is None for cost in target.costs.values())
         assert target.scales == [2]  # released without scaling
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await h.pool.aclose()
 
 
 async def test_steady_cycles_are_counted_and_a_changed_queue_is_decided(
