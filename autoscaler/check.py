@@ -3,19 +3,28 @@
 A *workload* here is any object in the given YAML (multi-document; ``-`` is stdin; a
 ``kind: List`` is opened) that carries the label ``queue-autoscaler.io/enabled`` or an
 annotation under ``queue-autoscaler.io/``. Labelled ``"true"``, its annotations go through
-the controller's own parser (``config.parse_spec``) and the command prints either the
-*effective spec* — every key with the value the controller will use, defaults included —
-or every error, each naming its key. Annotations without the label, on the pod template,
-or on a kind the controller does not scale are *warnings*: they are silently unused.
+the controller's own parser (``annotations.parse_spec``) and the command prints either the
+*effective spec* (``annotations.effective_values``: every key with the value the
+controller will use, defaults included) or every error, each naming its key. Annotations
+without the label, on the pod template, or on a kind the controller does not scale are
+*warnings*: they are silently unused.
 
-Exit codes: 0 all good (warnings allowed), 1 any error, 2 unreadable file, bad YAML or an
-unreachable cluster (``cli.main`` maps ``InputError`` to 2).
+Also errors, as the controller would silently ignore them: a label or annotation whose
+prefix is a near miss of ``queue-autoscaler.io/`` (``queue-autoscaller.io/…``). Every
+error names the line of its annotation (YAML nodes keep their marks).
+
+Exit codes: 0 all good (warnings allowed), 1 any error, 2 unreadable file, bad YAML (a
+duplicate key included: Kubernetes rejects it, YAML would keep the last), a document that
+is not a Kubernetes object, a file with no object, or an unreachable cluster (``cli.main``
+maps ``InputError`` to 2). With ``--output json`` those still print a JSON document, its
+``input_errors`` naming each, before exit 2.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
+import asyncio
+import difflib
 import json
 import sys
 from collections.abc import Mapping
@@ -24,18 +33,19 @@ from typing import Any
 
 import yaml
 
-from autoscaler.config import (
+from autoscaler.annotations import (
+    ANNOTATION_PREFIX,
     ENABLED_LABEL,
-    KEYS,
-    PREFIX,
     STATUS_ANNOTATION,
-    format_duration,
+    effective_values,
     parse_spec,
 )
 from autoscaler.errors import AutoscalerError, InputError, InvalidSpecError
 from autoscaler.policy.spec import ScalingSpec
 
 SCALED_KINDS = frozenset({"Deployment", "StatefulSet"})  # what the controller watches
+_DOMAIN = ANNOTATION_PREFIX.removesuffix("/")
+NEAR_MISS = 0.8  # difflib ratio at or above which another prefix is taken for a typo of ours
 # Stand-ins for a missing required key (and the key it needs), so that one missing key does
 # not hide the other errors.
 _STAND_INS = {
@@ -57,6 +67,13 @@ class Report:
     spec: dict[str, str | None] | None = None
     errors: list[InvalidSpecError] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    file: str = ""  # the file (or "cluster") the errors' lines refer to
+    lines: dict[str, int] = field(default_factory=dict)  # annotation/label key → its line
+
+    def where(self, key: str) -> str:
+        """``FILE:LINE`` of ``key`` (the object's when the key is absent or from a cluster)."""
+        line = self.lines.get(key)
+        return f"{self.file}:{line}" if line is not None else self.source
 
     @property
     def title(self) -> str:
@@ -76,7 +93,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--cluster", action="store_true", help="check the labelled workloads of a live cluster"
     )
-    parser.add_argument("--kubeconfig", help="with --cluster: kubeconfig file (default: usual)")
+    parser.add_argument(
+        "--kubeconfig",
+        help="with --cluster: kubeconfig file (default: $KUBECONFIG, else in-cluster, "
+        "else ~/.kube/config — as `autoscaler run`)",
+    )
     parser.add_argument(
         "--namespace",
         action="append",
@@ -90,36 +111,56 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run(args: argparse.Namespace) -> int:
     if args.cluster == bool(args.files):
         raise InputError("give FILE... or --cluster (not both)")
+    reports: list[Report] = []
+    input_errors: list[str] = []
     if args.cluster:
         reports = [r for obj in _cluster_objects(args) if (r := check_object(obj, "cluster"))]
+    for path in args.files:
+        name = "<stdin>" if path == "-" else path
+        try:
+            loaded = load_objects(path)
+        except InputError as e:
+            if args.output != "json":
+                raise
+            input_errors.append(str(e))  # JSON still comes out: a pipe to jq must parse
+            continue
+        for line, obj, lines in loaded:
+            report = check_object(obj, f"{name}:{line}", file=name, lines=lines)
+            if report is not None:
+                reports.append(report)
+    if args.output == "json":
+        sys.stdout.write(format_json(reports, input_errors))
     else:
-        reports = []
-        for path in args.files:
-            name = "<stdin>" if path == "-" else path
-            for line, obj in load_objects(path):
-                report = check_object(obj, f"{name}:{line}")
-                if report is not None:
-                    reports.append(report)
-    text = format_json(reports) if args.output == "json" else format_text(reports)
-    sys.stdout.write(text)
+        sys.stdout.write(format_text(reports))
+    if input_errors:
+        return 2
     return 1 if any(r.errors for r in reports) else 0
 
 
 def _cluster_objects(args: argparse.Namespace) -> list[dict[str, Any]]:
-    # Imported here: only autoscaler.kube may import the Kubernetes client, and file checks
-    # must not pay for loading it. The package may re-export the function; listing has it.
-    kube = importlib.import_module("autoscaler.kube")
-    list_workloads = getattr(kube, "list_annotated_workloads", None)
-    if list_workloads is None:
-        list_workloads = importlib.import_module("autoscaler.kube.listing").list_annotated_workloads
     try:
-        return list(list_workloads(args.kubeconfig, list(args.namespace)))
+        return asyncio.run(_list_cluster(args.kubeconfig, list(args.namespace)))
     except AutoscalerError as e:
         raise InputError(f"cannot list the cluster's workloads: {e}") from e
 
 
-def load_objects(path: str) -> list[tuple[int, Any]]:
-    """(line, object) for every non-empty document of ``path``; ``kind: List`` opened."""
+async def _list_cluster(kubeconfig: str | None, namespaces: list[str]) -> list[dict[str, Any]]:
+    """The labelled workloads, through the controller's own client and selector (so
+    ``check --cluster`` reaches the cluster ``run`` would, by the same kubeconfig rules)."""
+    # Imported here, not for a cycle: building the Kubernetes client's API modules costs
+    # seconds of CPU, which checking files must not pay.
+    from autoscaler.kube import KubeClient, list_annotated_workloads
+
+    async with await KubeClient.connect(kubeconfig) as kube:
+        return await list_annotated_workloads(kube, namespaces)
+
+
+def load_objects(path: str) -> list[tuple[int, Any, dict[str, int]]]:
+    """(line, object, key lines) for every document of ``path``; ``kind: List`` opened.
+
+    The key lines map each label and annotation key of the object to its line. Raises
+    ``InputError`` for bad YAML, a duplicate key, a document that is not a Kubernetes
+    object, or no object at all."""
     name = "<stdin>" if path == "-" else path
     try:
         if path == "-":
@@ -130,18 +171,34 @@ def load_objects(path: str) -> list[tuple[int, Any]]:
     except (OSError, UnicodeDecodeError) as e:
         raise InputError(f"{name}: cannot read: {e}") from e
     loader = yaml.SafeLoader(text)
-    objects: list[tuple[int, Any]] = []
+    objects: list[tuple[int, Any, dict[str, int]]] = []
+    documents = 0
     try:
         while loader.check_node():
             node = loader.get_node()
             doc = None if node is None else loader.construct_document(node)
             if node is None or doc is None:
                 continue
+            documents += 1
+            _no_duplicate_keys(node, name)
             line = node.start_mark.line + 1
-            if not isinstance(doc, dict):
-                raise InputError(f"{name}:{line}: not a Kubernetes object (expected a mapping)")
-            items = doc.get("items") if str(doc.get("kind", "")).endswith("List") else [doc]
-            objects += [(line, item) for item in items or [] if isinstance(item, dict)]
+            if not isinstance(doc, dict) or not ("kind" in doc and "apiVersion" in doc):
+                raise InputError(
+                    f"{name}:{line}: not a Kubernetes object (expected a mapping with "
+                    "apiVersion and kind)"
+                )
+            if str(doc.get("kind", "")).endswith("List"):
+                items = _child(node, "items")
+                pairs = list(zip(items.value, doc.get("items") or [], strict=False)) if isinstance(
+                    items, yaml.SequenceNode
+                ) else []  # fmt: skip
+            else:
+                pairs = [(node, doc)]
+            objects += [
+                (item_node.start_mark.line + 1, item, _key_lines(item_node))
+                for item_node, item in pairs
+                if isinstance(item, dict)
+            ]
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         where = f"{name}:{mark.line + 1}:{mark.column + 1}" if mark else name
@@ -151,11 +208,60 @@ def load_objects(path: str) -> list[tuple[int, Any]]:
         raise InputError(f"{name}: bad YAML: {e}") from e
     finally:
         loader.dispose()
+    if not documents:
+        raise InputError(f"{name}: empty: no Kubernetes object in it")
     return objects
 
 
+def _child(node: yaml.Node | None, key: str) -> yaml.Node | None:
+    """The value node of ``key`` in a mapping node (None when absent or not a mapping)."""
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.value == key:
+                found: yaml.Node = value_node
+                return found
+    return None
+
+
+def _key_lines(node: yaml.Node) -> dict[str, int]:
+    """Each label and annotation key of an object node → its line."""
+    lines: dict[str, int] = {}
+    for part in ("labels", "annotations"):
+        mapping = _child(_child(node, "metadata"), part)
+        if isinstance(mapping, yaml.MappingNode):
+            for key_node, _ in mapping.value:
+                lines.setdefault(str(key_node.value), key_node.start_mark.line + 1)
+    return lines
+
+
+def _no_duplicate_keys(node: yaml.Node, name: str) -> None:
+    """A key twice in one mapping is an error: YAML keeps the last silently, Kubernetes
+    rejects the object (strict decoding)."""
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, yaml.MappingNode):
+            seen: dict[str, int] = {}
+            for key_node, value_node in current.value:
+                line = key_node.start_mark.line + 1
+                if isinstance(key_node, yaml.ScalarNode) and key_node.value != "<<":
+                    if key_node.value in seen:
+                        raise InputError(
+                            f"{name}:{line}: duplicate key {key_node.value!r} (first on line "
+                            f"{seen[key_node.value]}): Kubernetes rejects it"
+                        )
+                    seen[key_node.value] = line
+                stack.append(value_node)
+        elif isinstance(current, yaml.SequenceNode):
+            stack.extend(current.value)
+
+
 def _ours(mapping: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in mapping.items() if k.startswith(PREFIX) and k != STATUS_ANNOTATION}
+    return {
+        k: v
+        for k, v in mapping.items()
+        if k.startswith(ANNOTATION_PREFIX) and k != STATUS_ANNOTATION
+    }
 
 
 def _dig(obj: Any, *keys: str) -> dict[str, Any]:
@@ -164,7 +270,21 @@ def _dig(obj: Any, *keys: str) -> dict[str, Any]:
     return obj if isinstance(obj, dict) else {}
 
 
-def check_object(obj: Mapping[str, Any], source: str) -> Report | None:
+def _near_misses(keys: list[str]) -> list[str]:
+    """Keys whose prefix is almost ours (``queue-autoscaller.io/…``): a typo the
+    controller would silently ignore."""
+    out = []
+    for key in keys:
+        domain = key.split("/", 1)[0] if "/" in key else ""
+        near = difflib.SequenceMatcher(None, domain, _DOMAIN).ratio() >= NEAR_MISS
+        if domain and domain != _DOMAIN and near:
+            out.append(key)
+    return out
+
+
+def check_object(
+    obj: Mapping[str, Any], source: str, *, file: str = "", lines: Mapping[str, int] = {}
+) -> Report | None:
     """The report for one object, or None when it has nothing of ours."""
     metadata = obj.get("metadata")
     if not isinstance(metadata, dict):
@@ -174,14 +294,25 @@ def check_object(obj: Mapping[str, Any], source: str) -> Report | None:
     if not isinstance(labels, dict) or not isinstance(annotations, dict):
         return None
     ours = _ours(annotations)
-    if ENABLED_LABEL not in labels and not ours:
+    typos = _near_misses([str(k) for k in (*labels, *annotations)])
+    if ENABLED_LABEL not in labels and not ours and not typos:
         return None
     report = Report(
         source=source,
         kind=str(obj.get("kind") or "<no kind>"),
         name=str(metadata.get("name") or "<no name>"),
         namespace=metadata.get("namespace"),
+        file=file or source,
+        lines=dict(lines),
     )
+    for key in typos:
+        fixed = _DOMAIN + "/" + key.split("/", 1)[1]
+        value = str(annotations.get(key, labels.get(key, "")))
+        report.errors.append(InvalidSpecError(
+            key, value, f"the prefix {ANNOTATION_PREFIX} (did you mean {fixed}?): with this "
+            "one the controller ignores it"))  # fmt: skip
+    if typos and ENABLED_LABEL not in labels and not ours:
+        return report
     label = labels.get(ENABLED_LABEL)
     if label != "true":
         shown = "missing" if label is None else repr(label)
@@ -200,8 +331,9 @@ def check_object(obj: Mapping[str, Any], source: str) -> Report | None:
             "annotations on the pod template are not read (put them on the workload's own "
             f"metadata): {', '.join(misplaced)}"
         )
-    spec, report.errors = collect_errors(annotations)
-    report.spec = render_spec(spec) if spec is not None else None
+    spec, errors = collect_errors(annotations)
+    report.errors += errors
+    report.spec = effective_values(spec) if spec is not None and not report.errors else None
     return report
 
 
@@ -222,69 +354,19 @@ def collect_errors(
             if any(e.key == seen.key for seen in errors) or e.key in stand_ins:
                 break  # a consequence of an error already reported
             errors.append(e)
-            name = e.key.removeprefix(PREFIX)
+            name = e.key.removeprefix(ANNOTATION_PREFIX)
             if e.key in remaining:
                 del remaining[e.key]
             elif name in _STAND_INS:
                 for needed, value in _STAND_INS[name].items():
-                    if PREFIX + needed not in remaining:
-                        remaining[PREFIX + needed] = value
-                        stand_ins.add(PREFIX + needed)
+                    if ANNOTATION_PREFIX + needed not in remaining:
+                        remaining[ANNOTATION_PREFIX + needed] = value
+                        stand_ins.add(ANNOTATION_PREFIX + needed)
             else:
                 break
         else:
             return (None if errors else spec), errors
     return None, errors
-
-
-def _number(value: float) -> str:
-    return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
-
-
-def _bool(value: bool) -> str:
-    return "true" if value else "false"
-
-
-def render_spec(spec: ScalingSpec) -> dict[str, str | None]:
-    """Every annotation key (without prefix, in ``KEYS`` order) → its effective value.
-
-    None means unset (no such trigger, no fallback, no rate-aware mode; a URL left to the
-    controller's flag). Annotations yield at most one trigger of each kind; ``parse_spec``
-    of the non-None values gives back ``spec``.
-    """
-    redis = spec.redis_triggers[0] if spec.redis_triggers else None
-    prom = spec.prometheus_triggers[0] if spec.prometheus_triggers else None
-    values: dict[str, str | None] = {
-        "redis-list": ",".join(redis.lists) if redis else None,
-        "redis-url": redis.redis_url if redis else None,
-        "messages-per-replica": _number(redis.messages_per_replica) if redis else None,
-        "activation-messages": _number(redis.activation_messages) if redis else None,
-        "count-in-flight": _bool(redis.count_in_flight) if redis else None,
-        "prometheus-url": prom.url if prom else None,
-        "prometheus-query": prom.query if prom else None,
-        "prometheus-target": _number(prom.target) if prom else None,
-        "prometheus-activation": _number(prom.activation) if prom else None,
-        "min-replicas": str(spec.min_replicas),
-        "max-replicas": str(spec.max_replicas),
-        "polling-interval": format_duration(spec.polling_interval_s),
-        "tolerance": _number(spec.tolerance),
-        "scale-down-stabilization": format_duration(spec.scale_down_stabilization_s),
-        "scale-up-max-pods": str(spec.scale_up.max_pods),
-        "scale-up-max-percent": _number(spec.scale_up.max_percent),
-        "scale-up-period": format_duration(spec.scale_up.period_s),
-        "cooldown": format_duration(spec.cooldown_s),
-        "fallback-replicas": (
-            None if spec.fallback_replicas is None else str(spec.fallback_replicas)
-        ),
-        "failure-threshold": str(spec.failure_threshold),
-        "paused": _bool(spec.paused),
-        "drain": _bool(spec.drain),
-        "drain-timeout": format_duration(spec.drain_timeout_s),
-        "target-drain-time": (
-            None if spec.target_drain_time_s is None else format_duration(spec.target_drain_time_s)
-        ),
-    }
-    return {key.name: values[key.name] for key in KEYS}
 
 
 def _unset(name: str, spec: Mapping[str, str | None]) -> str:
@@ -299,24 +381,25 @@ def format_text(reports: list[Report]) -> str:
     for report in reports:
         verdict = f"{len(report.errors)} error(s)" if report.errors else "ok"
         lines.append(f"{report.title}: {verdict}")
-        lines += [f"  error: {e}" for e in report.errors]
+        lines += [f"  {report.where(e.key)}: error: {e}" for e in report.errors]
         lines += [f"  warning: {w}" for w in report.warnings]
         if report.spec is not None:
             width = max(len(name) for name in report.spec)
             for name, value in report.spec.items():
                 shown = value if value is not None else _unset(name, report.spec)
-                lines.append(f"    {PREFIX}{name:<{width}}  {shown}")
+                lines.append(f"    {ANNOTATION_PREFIX}{name:<{width}}  {shown}")
     errors = sum(len(r.errors) for r in reports)
     warnings = sum(len(r.warnings) for r in reports)
     lines.append(f"checked {len(reports)} workload(s): {errors} error(s), {warnings} warning(s)")
     return "\n".join(lines) + "\n"
 
 
-def format_json(reports: list[Report]) -> str:
+def format_json(reports: list[Report], input_errors: list[str] | None = None) -> str:
     workloads = []
     for r in reports:
         errors = [
             {"key": e.key, "value": e.value, "expected": e.expected, "message": str(e)}
+            | {"where": r.where(e.key)}
             for e in r.errors
         ]
         workloads.append(
@@ -327,5 +410,6 @@ def format_json(reports: list[Report]) -> str:
         "workloads": workloads,
         "errors": sum(len(r.errors) for r in reports),
         "warnings": sum(len(r.warnings) for r in reports),
+        "input_errors": list(input_errors or []),
     }
     return json.dumps(summary, indent=2, ensure_ascii=False) + "\n"

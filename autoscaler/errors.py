@@ -11,7 +11,8 @@
     │   └── KubeTransientError      429 / 5xx / connection: retry with backoff
     ├── QueueError              the reliable queue or the registry in Redis failed
     │   └── TransientQueueError     connection, timeout, server loading: retry with backoff
-    └── DrainError              the drain protocol could not complete (timeout, cancel)
+    ├── DrainError              the drain protocol could not complete (timeout, cancel)
+    └── ReplicasChangedError    someone else set the replicas since the decision: re-decide
 
 Library exceptions (``redis.*``, ``httpx.*``, ``kubernetes.*``, ``aiohttp.*``) are
 translated at the boundary of ``sources``/``kube``/``consumer``/``redisqueue`` and
@@ -29,6 +30,19 @@ def truncate(text: str, limit: int = MAX_REMOTE_BODY_CHARS) -> str:
     if len(text) <= limit:
         return text
     return f"{text[:limit]}… ({len(text) - limit} more chars)"
+
+
+# A failed reading whose error starts so (a workload's ``redis-auth-secret`` could not be
+# read) or names a Secret as the credentials' origin (refused credentials, a CA that does
+# not verify the server) is the user's to fix: the controller writes it as a Warning
+# Event on the workload (reason ``SECRET_EVENT_REASON``), besides the failed reading.
+SECRET_PROBLEM = "redis-auth-secret "
+SECRET_EVENT_REASON = "RedisCredentials"
+
+
+def names_a_secret(error: str) -> bool:
+    """Is this reading error about a workload's Secret (see ``SECRET_PROBLEM``)?"""
+    return SECRET_PROBLEM in error or "from Secret " in error
 
 
 class AutoscalerError(Exception):
@@ -88,3 +102,12 @@ class TransientQueueError(QueueError):
 
 class DrainError(AutoscalerError):
     """The drain protocol could not complete."""
+
+
+class ReplicasChangedError(AutoscalerError):
+    """A conditional scale found another replica count than expected: someone else (``kubectl
+    scale``, a GitOps sync, an HPA) scaled meanwhile. Their value stands; decide again."""
+
+    def __init__(self, message: str, found: int | None = None) -> None:
+        self.found = found
+        super().__init__(message)

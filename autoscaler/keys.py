@@ -22,7 +22,24 @@ deliveries
     ``<queue>:deliveries``: hash from a message's SHA-1 hex to how many times it has been
     handed to a processor; a message delivered ``max-deliveries`` times goes to the
     dead-letter list ``<queue>:dead`` (reasons in the hash ``<queue>:dead:reasons``, keyed
-    by the same digest; a custom dead-letter list ``K`` keeps its reasons in ``K:reasons``).
+    by the same digest, when and after how many deliveries in ``<queue>:dead:meta``; a
+    custom dead-letter list ``K`` keeps them in ``K:reasons`` and ``K:meta``).
+quarantine
+    ``<queue>:quarantine``: messages a consumer held when it crashed together with others;
+    nobody knows which one crashed it, so each is delivered again *alone*: a consumer takes
+    from here only with an empty processing list, and takes nothing else while it holds
+    one (``<queue>:alone:<consumer-id>`` names the digest of that suspect). A crash while
+    holding a suspect alone convicts it (one delivery charged); innocent neighbours are
+    never dead-lettered by a crash they did not cause.
+journal
+    ``<queue>:journal:<consumer-id>``: per slot, the token of the last ack-and-take script
+    and what it returned, so that a script retried after a lost reply returns what the
+    first run did instead of taking another message (``redisqueue.queue``).
+protection
+    ``queue-autoscaler:protected:<consumer-id>``: present while the consumer's pod asked
+    not to be removed (``PUT /protection`` on the sidecar, ``Worker.protect``); written
+    with ``SET … PX`` so Redis ends it by itself at its expiry, whatever the clocks say.
+    The controller never picks a replica with a protected consumer as a drain victim.
 processed
     ``queue-autoscaler:processed:<queue>``: a counter of acked messages (the rate-aware
     policy reads it as the service rate).
@@ -34,7 +51,9 @@ import hashlib
 import re
 from enum import StrEnum
 
-PREFIX = "queue-autoscaler"
+from autoscaler import NAME
+
+KEY_PREFIX = NAME  # before every key of ours (not the queues: they are the user's)
 
 # A consumer id becomes part of key names and of a pod's identity: keep it printable.
 CONSUMER_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
@@ -81,20 +100,34 @@ def processing_prefix(queue: str) -> str:
     return f"{queue}:processing:"
 
 
-def consumer_key(consumer_id: str) -> str:
-    return f"{PREFIX}:consumer:{consumer_id}"
+def _slot_of(queue: str) -> str:
+    """``{tag}:`` for a queue with a hash tag (so a consumer's keys share the queue's
+    Cluster slot), else nothing (the names every release before Cluster support used)."""
+    tag = hash_tag(queue)
+    return f"{{{tag}}}:" if tag else ""
+
+
+def consumer_key(consumer_id: str, queue: str = "") -> str:
+    """The registry hash of a consumer of ``queue`` (in the queue's slot, see ``hash_tag``)."""
+    return f"{KEY_PREFIX}:consumer:{_slot_of(queue)}{consumer_id}"
 
 
 def consumers_key(queue: str) -> str:
-    return f"{PREFIX}:consumers:{queue}"
+    return f"{KEY_PREFIX}:consumers:{queue}"
 
 
-def lease_key(consumer_id: str) -> str:
-    return f"{PREFIX}:lease:{consumer_id}"
+def lease_key(consumer_id: str, queue: str = "") -> str:
+    """The lease of a consumer of ``queue`` (in the queue's slot, see ``hash_tag``)."""
+    return f"{KEY_PREFIX}:lease:{_slot_of(queue)}{consumer_id}"
+
+
+def protection_key(consumer_id: str, queue: str = "") -> str:
+    """Scale-in protection of a consumer of ``queue`` (in the queue's slot, see ``hash_tag``)."""
+    return f"{KEY_PREFIX}:protected:{_slot_of(queue)}{consumer_id}"
 
 
 def processed_key(queue: str) -> str:
-    return f"{PREFIX}:processed:{queue}"
+    return f"{KEY_PREFIX}:processed:{queue}"
 
 
 def deliveries_key(queue: str) -> str:
@@ -103,6 +136,18 @@ def deliveries_key(queue: str) -> str:
 
 def dead_letter_key(queue: str) -> str:
     return f"{queue}:dead"
+
+
+def quarantine_key(queue: str) -> str:
+    return f"{queue}:quarantine"
+
+
+def alone_key(queue: str, consumer_id: str) -> str:
+    return f"{queue}:alone:{consumer_id}"
+
+
+def journal_key(queue: str, consumer_id: str) -> str:
+    return f"{queue}:journal:{consumer_id}"
 
 
 def dead_reasons_key(queue: str) -> str:
@@ -114,9 +159,30 @@ def dead_reasons_for(dead_letter: str) -> str:
     return f"{dead_letter}:reasons"
 
 
+def dead_meta_for(dead_letter: str) -> str:
+    """Hash beside a dead-letter list: digest → "<unix seconds> <deliveries>" at the time
+    the message was dead-lettered (``autoscaler dead-letter list`` shows age and count)."""
+    return f"{dead_letter}:meta"
+
+
 def message_digest(message: bytes) -> str:
     """The key of a message in the deliveries and dead-letter-reason hashes."""
     return hashlib.sha1(message, usedforsecurity=False).hexdigest()
+
+
+def hash_tag(name: str) -> str | None:
+    """The Redis Cluster hash tag of a key name (what its slot is computed from), or None.
+
+    Cluster hashes only the part between the first ``{`` and the next ``}`` when that part
+    is not empty. Every key of a queue embeds the queue's name, so a queue named
+    ``{orders}`` or ``jobs:{orders}`` keeps its processing lists, registry set, counters and
+    dead letters in one slot: one node, and one script may touch them all.
+    """
+    start = name.find("{")
+    if start < 0:
+        return None
+    end = name.find("}", start + 1)
+    return name[start + 1 : end] if end > start + 1 else None
 
 
 def valid_consumer_id(consumer_id: str) -> bool:

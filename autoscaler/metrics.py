@@ -17,31 +17,64 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import logging
 import threading
 from collections.abc import Callable, Iterable, Sequence
+from enum import StrEnum
 from itertools import chain
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.metrics_core import Metric
 
-from autoscaler import __version__
-from autoscaler.policy import Reason
+from autoscaler import NAME, __version__
+from autoscaler.policy import Reason, RedisStreamTrigger, RedisTrigger
 
 if TYPE_CHECKING:
     from autoscaler.policy import ScalingSpec
 
 logger = logging.getLogger(__name__)
 
-PREFIX = "queue_autoscaler_"
+METRIC_PREFIX = NAME.replace("-", "_") + "_"
 WORKLOAD = ("namespace", "workload")
 TRIGGER = (*WORKLOAD, "trigger")
 DIRECTIONS = ("up", "down")
-# The drain funnel: every requested drain ends in exactly one of the other stages.
-DRAIN_STAGES = ("requested", "acknowledged", "timed_out", "cancelled", "aborted")
+
+
+class DrainStage(StrEnum):
+    """The drain funnel, and the ``stage`` label of ``drains_total``: every ``REQUESTED``
+    drain ends in exactly one outcome (the next four). ``RESTORE_RETRIED`` also counts the
+    drains whose victims took more than one attempt to put back to work."""
+
+    REQUESTED = "requested"
+    ACKNOWLEDGED = "acknowledged"  # every victim drained: scaled down
+    TIMED_OUT = "timed_out"  # drain-timeout passed: scaled down anyway
+    CANCELLED = "cancelled"  # the load rose: victims back to work, no scale-down
+    ABORTED = "aborted"  # an error, a stop or lost leadership: victims back to work
+    RESTORE_RETRIED = "restore_retried"
+
+
+DRAIN_STAGES = tuple(DrainStage)
+MEMORY_RISKS = ("no_maxmemory", "eviction")  # redis_memory_risk{risk}
+
+
+class Observed(Protocol):
+    """What the per-workload gauges read, at scrape time, from one workload the loop
+    tracks (``controller.workload.Workload``). NaN: not known (no decision yet, or the
+    trigger's last read failed: a gap, never a stale or made-up value)."""
+
+    def desired(self) -> float: ...
+
+    def current_replicas(self) -> float: ...
+
+    def fallback(self) -> float: ...
+
+    def reading(self, index: int, field: str) -> float:
+        """``field`` (``value``, ``backlog``, ``in_flight``) of trigger ``index``'s reading."""
+        ...
 
 
 class BatchedCounter(Counter):
@@ -92,7 +125,7 @@ class ControllerMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         self._triggers: dict[tuple[str, str], set[str]] = {}  # trigger names per workload
-        p = PREFIX
+        p = METRIC_PREFIX
         self.backlog = Gauge(
             p + "backlog", "Queued messages per trigger.", TRIGGER, registry=registry
         )
@@ -130,6 +163,20 @@ class ControllerMetrics:
             p + "fallback_active",
             "1 while fallback-replicas is in force.",
             WORKLOAD,
+            registry=registry,
+        )
+        self.redis_memory_ratio = Gauge(
+            p + "redis_memory_ratio",
+            "used_memory/maxmemory of the workload's Redis, for redis-memory-high watermarks "
+            "(read every few cycles).",
+            WORKLOAD,
+            registry=registry,
+        )
+        self.redis_memory_risk = Gauge(
+            p + "redis_memory_risk",
+            "1 while the workload's Redis has the risk: no_maxmemory (maxmemory 0 with "
+            "watermarks set) or eviction (an eviction maxmemory-policy).",
+            (*WORKLOAD, "risk"),
             registry=registry,
         )
         self.min_replicas = Gauge(
@@ -187,8 +234,15 @@ class ControllerMetrics:
         )
         Info(p + "build", "Build information.", registry=registry).info({"version": __version__})
 
-    def track(self, namespace: str, workload: str, spec: ScalingSpec) -> None:
-        """A workload's spec (re)parsed: set its bounds, create its counters at zero."""
+    def track(
+        self, namespace: str, workload: str, spec: ScalingSpec, observed: Observed | None = None
+    ) -> None:
+        """A workload's spec (re)parsed: set its bounds, create its counters at zero, and
+        bind its gauges to ``observed``.
+
+        Bound, not set: each of these gauges calls ``observed`` when scraped, so a cycle
+        in which 10,000 workloads move sets no gauge at all (``labels().set()`` was ~45%
+        of such a cycle's CPU: bench/bench_cycle.py --moving, docs/performance.md)."""
         ns, name = namespace, workload
         self.min_replicas.labels(ns, name).set(spec.min_replicas)
         self.max_replicas.labels(ns, name).set(spec.max_replicas)
@@ -204,9 +258,24 @@ class ControllerMetrics:
         self._triggers[ns, name] = triggers
         for trigger in triggers:
             self.source_errors.labels(ns, name, trigger)
+        if observed is not None:
+            self._bind(ns, name, spec, observed)
         for queue in (q for t in spec.redis_triggers for q in t.lists):
             self.reaped_messages.labels(queue)
             self.dead_lettered.labels(queue)
+
+    def _bind(self, ns: str, name: str, spec: ScalingSpec, observed: Observed) -> None:
+        self.desired_replicas.labels(ns, name).set_function(observed.desired)
+        self.current_replicas.labels(ns, name).set_function(observed.current_replicas)
+        self.fallback_active.labels(ns, name).set_function(observed.fallback)
+        for i, trigger in enumerate(spec.triggers):
+            fields = [(self.metric_value, "value")]
+            if isinstance(trigger, RedisTrigger | RedisStreamTrigger):  # queue triggers
+                fields += [(self.backlog, "backlog"), (self.in_flight, "in_flight")]
+            for gauge, field in fields:
+                gauge.labels(ns, name, trigger.name).set_function(
+                    functools.partial(observed.reading, i, field)
+                )
 
     def count_decisions(self, counters: Sequence[Counter]) -> None:
         """One more decision on each of these ``decisions`` children (the steady ones)."""
@@ -229,7 +298,10 @@ class ControllerMetrics:
         ):
             with contextlib.suppress(KeyError):
                 metric.remove(ns, name)
+        with contextlib.suppress(KeyError):
+            self.redis_memory_ratio.remove(ns, name)
         for labelled, values in (
+            (self.redis_memory_risk, MEMORY_RISKS),
             (self.decisions, [str(r) for r in Reason]),
             (self.scale_events, DIRECTIONS),
             (self.drains, DRAIN_STAGES),
@@ -253,8 +325,10 @@ async def start_http_server(
     host: str = "0.0.0.0",  # a pod's metrics port must be reachable from Prometheus
     ready: Callable[[], bool] = lambda: True,
     alive: Callable[[], bool] = lambda: True,
+    routes: Iterable[web.RouteDef] = (),
 ) -> web.AppRunner:
-    """Serve /metrics, /healthz and /readyz; returns the runner to ``cleanup()`` on stop."""
+    """Serve /metrics, /healthz and /readyz, plus ``routes`` (the sidecar's /protection);
+    returns the runner to ``cleanup()`` on stop."""
 
     async def metrics(_: web.Request) -> web.Response:
         body = generate_latest(registry)
@@ -271,6 +345,7 @@ async def start_http_server(
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", probe(alive))  # type: ignore[arg-type]
     app.router.add_get("/readyz", probe(ready))  # type: ignore[arg-type]
+    app.add_routes(routes)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)

@@ -15,6 +15,7 @@ import asyncio
 import gc
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -30,14 +31,19 @@ from redis.asyncio.connection import Connection
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
-from autoscaler.config import PREFIX
+from autoscaler.annotations import ANNOTATION_PREFIX
 from autoscaler.controller import Controller
 from autoscaler.metrics import ControllerMetrics
+from autoscaler.redisconn import RedisCredentials, make_client
 from autoscaler.sources import SourcePool
-from autoscaler.sources.redis import RedisCredentials, RedisSource, make_client
-from autoscaler.targets import ReplicaInfo, WorkloadEvent, WorkloadRef
+from autoscaler.sources.redis import CHUNK_QUEUES, READ_SCRIPT, RedisSource, _chunked_args
+from autoscaler.workload import ReplicaInfo, WorkloadEvent, WorkloadRef
 
 CYCLES = 5
+MOVE = """for i = 1, tonumber(ARGV[1]) do
+  if (i + tonumber(ARGV[2])) % 2 == 0 then redis.call('LPUSH', 'q' .. (i - 1), 'm')
+  else redis.call('RPOP', 'q' .. (i - 1)) end
+end"""  # every queue's length changes: pushed on odd cycles, popped on even ones
 
 
 @dataclass
@@ -99,7 +105,23 @@ async def setup(client: aioredis.Redis, n: int) -> None:
         await pipe.execute()
 
 
-async def bench_controller(url: str, client: aioredis.Redis, n: int) -> dict[str, float]:
+async def lua_read_floor(client: aioredis.Redis, queues: list[str]) -> float:
+    """CPU seconds of the bare read: the same script calls in one pipelined round trip,
+    the reply parsed by hiredis, nothing built from it (no readings, no memo)."""
+    _, calls = _chunked_args(queues, CHUNK_QUEUES)
+    await READ_SCRIPT.many(client, calls)  # loaded
+    c0 = time.process_time()
+    await READ_SCRIPT.many(client, calls)
+    return time.process_time() - c0
+
+
+async def move_every_queue(client: aioredis.Redis, n: int, cycle: int) -> None:
+    await client.eval(MOVE, 0, n, cycle)  # type: ignore[misc]
+
+
+async def bench_controller(
+    url: str, client: aioredis.Redis, n: int, moving: bool = False
+) -> dict[str, float]:
     pool = SourcePool(redis_url=url, redis_factory=counted_source)
     targets: dict[WorkloadRef, CountingTarget] = {}
     tracemalloc.start()
@@ -110,8 +132,11 @@ async def bench_controller(url: str, client: aioredis.Redis, n: int) -> dict[str
         metrics=ControllerMetrics(CollectorRegistry()),
     )
     for i in range(n):
-        annotations = {PREFIX + "redis-list": f"q{i}", PREFIX + "messages-per-replica": "2",
-                       PREFIX + "min-replicas": "1"}
+        annotations = {
+            ANNOTATION_PREFIX + "redis-list": f"q{i}",
+            ANNOTATION_PREFIX + "messages-per-replica": "2",
+            ANNOTATION_PREFIX + "min-replicas": "1",
+        }
         replicas = max(1, -(-(i % 7 + 1) // 2))
         controller.apply(WorkloadEvent(WorkloadRef("bench", f"w{i}"), annotations, replicas))
     await controller.cycle()  # warm up: loads the script, first statuses
@@ -120,10 +145,14 @@ async def bench_controller(url: str, client: aioredis.Redis, n: int) -> dict[str
     tracemalloc.stop()
     for t in targets.values():
         t.writes.clear()
-    cpu, wall, trips, writes = [], [], [], 0
-    for _ in range(CYCLES):
+    cpu, wall, trips, writes, floor = [], [], [], 0, []
+    for cycle in range(CYCLES):
         for w in controller.workloads.values():
             w.due_at = 0.0
+        if moving:  # every length changes; then the floor: the bare Lua read of them all
+            await move_every_queue(client, n, cycle)
+            gc.collect()
+            floor.append(await lua_read_floor(client, [f"q{i}" for i in range(n)]))
         sent = CountingConnection.sent
         gc.collect()
         c0, w0 = time.process_time(), time.perf_counter()
@@ -136,8 +165,16 @@ async def bench_controller(url: str, client: aioredis.Redis, n: int) -> dict[str
         writes += sum(len(t.writes) for t in targets.values())
     await controller.aclose()
     await pool.aclose()
-    return {"trips": sum(trips) / CYCLES, "cpu_ms": 1000 * min(cpu), "wall_ms": 1000 * min(wall),
-            "writes": writes / CYCLES, "bytes": per_workload}
+    return {
+        "trips": sum(trips) / CYCLES,
+        "cpu_ms": 1000 * statistics.median(cpu),
+        "cpu_min_ms": 1000 * min(cpu),
+        "cpu_max_ms": 1000 * max(cpu),
+        "floor_ms": 1000 * statistics.median(floor) if floor else 0.0,
+        "wall_ms": 1000 * min(wall),
+        "writes": writes / CYCLES,
+        "bytes": per_workload,
+    }
 
 
 async def bench_naive(client: aioredis.Redis, n: int) -> dict[str, float]:
@@ -153,8 +190,13 @@ async def bench_naive(client: aioredis.Redis, n: int) -> dict[str, float]:
         cpu.append(time.process_time() - c0)
         wall.append(time.perf_counter() - w0)
         trips = await client_commands(client) - before - 1
-    return {"trips": trips, "cpu_ms": 1000 * min(cpu), "wall_ms": 1000 * min(wall),
-            "writes": 0.0, "bytes": 0.0}
+    return {
+        "trips": trips,
+        "cpu_ms": 1000 * min(cpu),
+        "wall_ms": 1000 * min(wall),
+        "writes": 0.0,
+        "bytes": 0.0,
+    }
 
 
 def start_redis() -> tuple[subprocess.Popen[bytes], str]:
@@ -162,12 +204,29 @@ def start_redis() -> tuple[subprocess.Popen[bytes], str]:
     if binary is None:
         sys.exit("redis-server not found: install it (make test does)")
     port = free_port()
-    server = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                               "--appendonly", "no"], stdout=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
     return server, f"redis://127.0.0.1:{port}/0"
 
 
-async def main(sizes: list[int], url: str) -> None:
+async def main_moving(sizes: list[int], url: str, client: aioredis.Redis) -> None:
+    """Every queue's length changes before every cycle: each workload goes through the
+    policy and its metrics. The floor is one Lua read of the same moved queues through a
+    fresh source, in the same run."""
+    print(f"{'workloads':>9} | {'cycle CPU ms median (min-max)':>30} | {'floor ms':>8} | ratio")
+    print("-" * 66)
+    for n in sizes:
+        await setup(client, n)
+        r = await bench_controller(url, client, n, moving=True)
+        print(
+            f"{n:>9} | {r['cpu_ms']:>11.1f} ({r['cpu_min_ms']:.1f}-{r['cpu_max_ms']:.1f})"
+            f"{'':>9} | {r['floor_ms']:>8.1f} | {r['cpu_ms'] / r['floor_ms']:.1f}x"
+        )
+
+
+async def main(sizes: list[int], url: str, moving: bool = False) -> None:
     client = aioredis.Redis.from_url(url)
     try:
         for _ in range(100):
@@ -176,16 +235,25 @@ async def main(sizes: list[int], url: str) -> None:
                 break
             except Exception:
                 await asyncio.sleep(0.05)
-        print(f"{'workloads':>9} | {'loop':<10} | {'round trips':>11} | {'CPU ms':>8} | "
-              f"{'wall ms':>8} | {'writes':>6} | {'bytes/workload':>14}")
+        if moving:
+            await main_moving(sizes, url, client)
+            return
+        print(
+            f"{'workloads':>9} | {'loop':<10} | {'round trips':>11} | {'CPU ms':>8} | "
+            f"{'wall ms':>8} | {'writes':>6} | {'bytes/workload':>14}"
+        )
         print("-" * 84)
         for n in sizes:
             await setup(client, n)
-            for name, result in (("controller", await bench_controller(url, client, n)),
-                                 ("naive", await bench_naive(client, n))):
-                print(f"{n:>9} | {name:<10} | {result['trips']:>11.0f} | {result['cpu_ms']:>8.1f} "
-                      f"| {result['wall_ms']:>8.1f} | {result['writes']:>6.0f} | "
-                      f"{result['bytes']:>14.0f}")
+            for name, result in (
+                ("controller", await bench_controller(url, client, n)),
+                ("naive", await bench_naive(client, n)),
+            ):
+                print(
+                    f"{n:>9} | {name:<10} | {result['trips']:>11.0f} | {result['cpu_ms']:>8.1f} "
+                    f"| {result['wall_ms']:>8.1f} | {result['writes']:>6.0f} | "
+                    f"{result['bytes']:>14.0f}"
+                )
     finally:
         await client.aclose()
 
@@ -193,10 +261,13 @@ async def main(sizes: list[int], url: str) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1,100,1000,10000")
+    parser.add_argument(
+        "--moving", action="store_true", help="every queue moves before every cycle"
+    )
     args = parser.parse_args()
     redis_server, redis_url = start_redis()
     try:
-        asyncio.run(main([int(s) for s in args.sizes.split(",")], redis_url))
+        asyncio.run(main([int(s) for s in args.sizes.split(",")], redis_url, args.moving))
     finally:
         redis_server.terminate()
         redis_server.wait()

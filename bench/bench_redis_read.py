@@ -47,7 +47,8 @@ from redis.utils import HIREDIS_AVAILABLE
 
 from autoscaler import keys
 from autoscaler.policy.spec import RedisTrigger
-from autoscaler.sources.redis import RedisCredentials, RedisSource, make_client
+from autoscaler.redisconn import RedisCredentials, make_client
+from autoscaler.sources.redis import RedisSource
 
 
 class CountingConnection(Connection):

@@ -33,12 +33,16 @@ LABELS = {
     "reason": "the decision's reason: " + ", ".join(f"`{r}`" for r in Reason),
     "direction": " or ".join(f"`{d}`" for d in DIRECTIONS),
     "stage": ", ".join(f"`{s}`" for s in DRAIN_STAGES)
-    + " — every `requested` drain ends in exactly one of the others",
+    + " — every `requested` drain ends in exactly one of `acknowledged`, `timed_out`, "
+    "`cancelled`, `aborted`; `restore_retried` also counts those whose victims took more "
+    "than one attempt to put back to work",
     "queue": "a Redis list named in a `redis-list` annotation (or the sidecar's `--queue`)",
     "verb": "the Kubernetes API verb (`get`, `list`, `patch`, `create`, …)",
     "code": "the HTTP status code, or `error` when no answer came",
     "version": "the package version",
     "outcome": ", ".join(f"`{o}`" for o in Outcome),
+    "risk": "`no_persistence` (neither AOF nor RDB), `eviction` (an `allkeys-*` or "
+    "`volatile-*` maxmemory-policy)",
     "queue_consumer_state": ", ".join(f"`{s}`" for s in ConsumerState)
     + " (a state set: 1 for the current state, 0 for the others)",
 }

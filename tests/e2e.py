@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest_asyncio
 
-from autoscaler.config import ENABLED_LABEL, PREFIX
+from autoscaler.annotations import ANNOTATION_PREFIX, ENABLED_LABEL
 from tests.fakekube import FakeKubeServer
 
 ROOT = Path(__file__).parent.parent
@@ -30,7 +30,9 @@ def deployment(name: str, replicas: int, **annotations: str) -> dict[str, Any]:
             "name": name,
             "namespace": "default",
             "labels": {ENABLED_LABEL: "true"},
-            "annotations": {PREFIX + k.replace("_", "-"): v for k, v in annotations.items()},
+            "annotations": {
+                ANNOTATION_PREFIX + k.replace("_", "-"): v for k, v in annotations.items()
+            },
         },
         "spec": {
             "replicas": replicas,

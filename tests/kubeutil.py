@@ -15,7 +15,7 @@ from typing import Any
 import pytest_asyncio
 from prometheus_client import CollectorRegistry
 
-from autoscaler.config import ENABLED_LABEL
+from autoscaler.annotations import ENABLED_LABEL
 from autoscaler.kube import ClientSettings, KubeClient
 from autoscaler.metrics import ControllerMetrics
 from tests.fakekube import FakeKubeServer

@@ -20,15 +20,15 @@ from typing import Any, TypeVar
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from autoscaler.config import PREFIX
+from autoscaler.annotations import ANNOTATION_PREFIX
 from autoscaler.controller import Controller
 from autoscaler.drain import Drainer, Reaper
 from autoscaler.kube import ClientSettings, KubeClient, LeaderElector, LeaderSettings
 from autoscaler.metrics import ControllerMetrics, start_http_server
+from autoscaler.redisconn import RedisCredentials, make_client
 from autoscaler.redisqueue import read_registry
 from autoscaler.sources import SourcePool
-from autoscaler.sources.redis import RedisCredentials, make_client
-from autoscaler.targets import ReplicaInfo, WorkloadEvent, WorkloadRef
+from autoscaler.workload import ReplicaInfo, WorkloadEvent, WorkloadRef
 from tests.fakekube import FakeKubeServer
 from tests.memtarget import MemoryTarget
 from tests.processor import Processor
@@ -132,7 +132,7 @@ class ControllerSide:
                 spec["prometheus-url"] = f"http://127.0.0.1:{self.closed_port}"
             if paused:
                 spec["paused"] = "true"
-            annotations = {PREFIX + k: v for k, v in spec.items()}
+            annotations = {ANNOTATION_PREFIX + k: v for k, v in spec.items()}
             self.controller.apply(WorkloadEvent(ref, annotations, target.replica_count))
 
     async def produce(self, queue: str, per_tick: int, tick_s: float = 0.2) -> None:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from autoscaler.targets import ReplicaInfo, WorkloadRef
+from autoscaler.errors import ReplicasChangedError
+from autoscaler.workload import ReplicaInfo, WorkloadRef
 
 _clock = itertools.count(1)
 
@@ -22,9 +23,13 @@ class MemoryTarget:
     statuses: list[Mapping[str, object]] = field(default_factory=list)
     scales: list[int] = field(default_factory=list)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    on_scale: Callable[[int], None] = lambda replicas: None  # a test's observer
 
-    async def scale(self, replicas: int) -> None:
+    async def scale(self, replicas: int, *, expected: int | None = None) -> None:
+        if expected is not None and expected != self.replica_count:
+            raise ReplicasChangedError(f"replicas are {self.replica_count}", self.replica_count)
         self.scales.append(replicas)
+        self.on_scale(replicas)
         self.replica_count = replicas
         while len(self.pods) < replicas:
             n = next(_clock)

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-import autoscaler.kube
-from autoscaler.check import collect_errors, render_spec
+from autoscaler.annotations import ANNOTATION_PREFIX, ENABLED_LABEL, KEYS, parse_spec
+from autoscaler.annotations import effective_values as render_spec
+from autoscaler.check import collect_errors
 from autoscaler.cli import main
-from autoscaler.config import ENABLED_LABEL, KEYS, PREFIX, parse_spec
-from autoscaler.errors import KubeTransientError
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = ROOT / "deploy" / "examples" / "worker.yaml"
@@ -52,7 +52,7 @@ def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[
     return code, json.loads(capsys.readouterr().out)
 
 
-REDIS = {PREFIX + "redis-list": "jobs", PREFIX + "messages-per-replica": "10"}
+REDIS = {ANNOTATION_PREFIX + "redis-list": "jobs", ANNOTATION_PREFIX + "messages-per-replica": "10"}
 
 
 # ---- the effective spec ----------------------------------------------------------------
@@ -62,24 +62,27 @@ REDIS = {PREFIX + "redis-list": "jobs", PREFIX + "messages-per-replica": "10"}
     "annotations",
     [
         REDIS,
-        {PREFIX + "prometheus-query": "sum(rate(x[1m]))", PREFIX + "prometheus-target": "2.5"},
+        {
+            ANNOTATION_PREFIX + "prometheus-query": "sum(rate(x[1m]))",
+            ANNOTATION_PREFIX + "prometheus-target": "2.5",
+        },
         {
             **REDIS,
-            PREFIX + "redis-url": "rediss://r.example:6380",
-            PREFIX + "min-replicas": "2",
-            PREFIX + "max-replicas": "7",
-            PREFIX + "polling-interval": "1.5s",
-            PREFIX + "scale-down-stabilization": "0",
-            PREFIX + "cooldown": "1h30m",
-            PREFIX + "fallback-replicas": "3",
-            PREFIX + "target-drain-time": "500ms",
-            PREFIX + "paused": "true",
-            PREFIX + "drain": "false",
-            PREFIX + "count-in-flight": "false",
-            PREFIX + "prometheus-query": "q",
-            PREFIX + "prometheus-target": "1e6",
-            PREFIX + "prometheus-url": "http://p:9090",
-            PREFIX + "tolerance": "0.25",
+            ANNOTATION_PREFIX + "redis-url": "rediss://r.example:6380",
+            ANNOTATION_PREFIX + "min-replicas": "2",
+            ANNOTATION_PREFIX + "max-replicas": "7",
+            ANNOTATION_PREFIX + "polling-interval": "1.5s",
+            ANNOTATION_PREFIX + "scale-down-stabilization": "0",
+            ANNOTATION_PREFIX + "cooldown": "1h30m",
+            ANNOTATION_PREFIX + "fallback-replicas": "3",
+            ANNOTATION_PREFIX + "target-drain-time": "500ms",
+            ANNOTATION_PREFIX + "paused": "true",
+            ANNOTATION_PREFIX + "drain": "false",
+            ANNOTATION_PREFIX + "count-in-flight": "false",
+            ANNOTATION_PREFIX + "prometheus-query": "q",
+            ANNOTATION_PREFIX + "prometheus-target": "1e6",
+            ANNOTATION_PREFIX + "prometheus-url": "http://p:9090",
+            ANNOTATION_PREFIX + "tolerance": "0.25",
         },
     ],
 )
@@ -87,7 +90,7 @@ def test_render_spec_lists_every_key_and_parses_back(annotations: dict[str, str]
     spec = parse_spec(annotations)
     rendered = render_spec(spec)
     assert list(rendered) == [k.name for k in KEYS]
-    again = parse_spec({PREFIX + k: v for k, v in rendered.items() if v is not None})
+    again = parse_spec({ANNOTATION_PREFIX + k: v for k, v in rendered.items() if v is not None})
     assert again == spec
 
 
@@ -100,12 +103,12 @@ def test_example_worker_passes_and_prints_its_effective_spec(
     lines = {
         line.split()[0]: line.split()[1]
         for line in out.splitlines()
-        if line.startswith("    " + PREFIX)
+        if line.startswith("    " + ANNOTATION_PREFIX)
     }
-    assert lines[PREFIX + "redis-list"] == "jobs"
-    assert lines[PREFIX + "messages-per-replica"] == "20"
-    assert lines[PREFIX + "drain-timeout"] == "1m"
-    assert lines[PREFIX + "tolerance"] == "0.1"  # a default, shown too
+    assert lines[ANNOTATION_PREFIX + "redis-list"] == "jobs"
+    assert lines[ANNOTATION_PREFIX + "messages-per-replica"] == "20"
+    assert lines[ANNOTATION_PREFIX + "drain-timeout"] == "1m"
+    assert lines[ANNOTATION_PREFIX + "tolerance"] == "0.1"  # a default, shown too
     assert len(lines) == len(KEYS)
     assert "0 error(s), 0 warning(s)" in out
 
@@ -119,7 +122,10 @@ def test_a_broken_copy_of_the_example_fails_naming_the_key(
     )
     assert main(["check", str(broken)]) == 1
     out = capsys.readouterr().out
-    assert f"error: annotation {PREFIX}messages-per-replica: 'twenty': expected a number > 0" in out
+    assert (
+        f"error: annotation {ANNOTATION_PREFIX}messages-per-replica: 'twenty': "
+        "expected a number > 0" in out
+    )
 
 
 # ---- errors: all of them, each with its key ----------------------------------------------
@@ -129,16 +135,17 @@ def test_every_error_is_reported_with_its_key(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     bad = {
-        PREFIX + "redis-list": "jobs",
-        PREFIX + "min-replicas": "-1",
-        PREFIX + "max-replica": "5",
-        PREFIX + "cooldown": "soon",
+        ANNOTATION_PREFIX + "redis-list": "jobs",
+        ANNOTATION_PREFIX + "min-replicas": "-1",
+        ANNOTATION_PREFIX + "max-replica": "5",
+        ANNOTATION_PREFIX + "cooldown": "soon",
     }
     code, report = run_json(capsys, write(tmp_path, workload(bad)))
     assert code == 1
     keys = [e["key"] for e in report["workloads"][0]["errors"]]
     assert sorted(keys) == sorted(
-        PREFIX + k for k in ("max-replica", "messages-per-replica", "min-replicas", "cooldown")
+        ANNOTATION_PREFIX + k
+        for k in ("max-replica", "messages-per-replica", "min-replicas", "cooldown")
     )
     typo = next(e for e in report["workloads"][0]["errors"] if e["key"].endswith("max-replica"))
     assert "did you mean max-replicas" in typo["expected"]
@@ -146,18 +153,21 @@ def test_every_error_is_reported_with_its_key(
 
 
 def test_a_missing_trigger_does_not_hide_other_errors() -> None:
-    spec, errors = collect_errors({PREFIX + "max-replicas": "0"})
+    spec, errors = collect_errors({ANNOTATION_PREFIX + "max-replicas": "0"})
     assert spec is None
-    assert [e.key for e in errors] == [PREFIX + "redis-list", PREFIX + "max-replicas"]
+    assert [e.key for e in errors] == [
+        ANNOTATION_PREFIX + "redis-list",
+        ANNOTATION_PREFIX + "max-replicas",
+    ]
 
 
 def test_credentials_in_a_url_are_never_echoed(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    leaky = {**REDIS, PREFIX + "redis-url": "redis://user:hunter2@r:6379"}
+    leaky = {**REDIS, ANNOTATION_PREFIX + "redis-url": "redis://user:hunter2@r:6379"}
     assert main(["check", write(tmp_path, workload(leaky))]) == 1
     out = capsys.readouterr().out
-    assert "hunter2" not in out and f"{PREFIX}redis-url" in out
+    assert "hunter2" not in out and f"{ANNOTATION_PREFIX}redis-url" in out
 
 
 # ---- warnings ----------------------------------------------------------------------------
@@ -190,11 +200,13 @@ def test_label_not_exactly_true_is_a_warning(
 def test_pod_template_annotations_and_unscaled_kinds_warn(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    obj = workload(REDIS, kind="DaemonSet", template_annotations={PREFIX + "max-replicas": "3"})
+    obj = workload(
+        REDIS, kind="DaemonSet", template_annotations={ANNOTATION_PREFIX + "max-replicas": "3"}
+    )
     code, report = run_json(capsys, write(tmp_path, obj))
     warnings = report["workloads"][0]["warnings"]
     assert code == 0 and len(warnings) == 2
-    assert "DaemonSet" in warnings[0] and f"{PREFIX}max-replicas" in warnings[1]
+    assert "DaemonSet" in warnings[0] and f"{ANNOTATION_PREFIX}max-replicas" in warnings[1]
 
 
 # ---- inputs ------------------------------------------------------------------------------
@@ -221,23 +233,25 @@ def test_unreadable_inputs_exit_2(
     assert str(path) in capsys.readouterr().err
 
 
-def test_stdin_multi_document_and_list(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_stdin_multi_document_and_list() -> None:
     listed = {
         "apiVersion": "v1",
         "kind": "List",
         "items": [workload(REDIS, name="a"), workload(REDIS, name="b")],
     }
     text = "---\n" + yaml.safe_dump(workload(REDIS, name="c")) + "---\n" + yaml.safe_dump(listed)
-    monkeypatch.setattr("sys.stdin", io.StringIO(text))
-    code, report = run_json(capsys, "-")
-    second = text.splitlines().index("---", 1) + 2  # the line after the second ---
+    done = subprocess.run(
+        [sys.executable, "-m", "autoscaler", "check", "--output", "json", "-"],
+        input=text, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    code, report = done.returncode, json.loads(done.stdout)
+    # Each object is named by its own line: a document's first, a List item's "- ".
+    items = [n for n, line in enumerate(text.splitlines(), 1) if line.startswith("- ")]
     assert code == 0
     assert [(w["name"], w["source"]) for w in report["workloads"]] == [
         ("c", "<stdin>:2"),
-        ("a", f"<stdin>:{second}"),
-        ("b", f"<stdin>:{second}"),
+        ("a", f"<stdin>:{items[0]}"),
+        ("b", f"<stdin>:{items[1]}"),
     ]
 
 
@@ -250,35 +264,10 @@ def test_files_or_cluster_exactly_one(capsys: pytest.CaptureFixture[str]) -> Non
 # ---- --cluster ---------------------------------------------------------------------------
 
 
-def test_cluster_checks_the_listed_workloads(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    calls: list[tuple[str | None, list[str]]] = []
-
-    def fake_list(kubeconfig: str | None, namespaces: list[str]) -> list[dict[str, Any]]:
-        calls.append((kubeconfig, namespaces))
-        return [workload(REDIS, name="good"), workload({PREFIX + "redis-list": "jobs"}, name="bad")]
-
-    monkeypatch.setattr(autoscaler.kube, "list_annotated_workloads", fake_list, raising=False)
-    code, report = run_json(
-        capsys, "--cluster", "--kubeconfig", "kc", "--namespace", "a", "--namespace", "b"
-    )
-    assert code == 1 and calls == [("kc", ["a", "b"])]
-    assert [(w["name"], w["ok"], w["source"]) for w in report["workloads"]] == [
-        ("good", True, "cluster"),
-        ("bad", False, "cluster"),
-    ]
-
-
-def test_cluster_unreachable_exits_2(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    def failing(kubeconfig: str | None, namespaces: list[str]) -> list[dict[str, Any]]:
-        raise KubeTransientError("connection refused")
-
-    monkeypatch.setattr(autoscaler.kube, "list_annotated_workloads", failing, raising=False)
-    assert main(["check", "--cluster"]) == 2
-    assert "connection refused" in capsys.readouterr().err
+def test_cluster_unreachable_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "no-such-kubeconfig"
+    assert main(["check", "--cluster", "--kubeconfig", str(missing)]) == 2
+    assert "cannot list the cluster's workloads" in capsys.readouterr().err
 
 
 try:  # the fake API server (tests/fakekube) runs the real client end to end
@@ -292,16 +281,21 @@ except ImportError:  # pragma: no cover - only while the fake is not in the tree
 async def test_cluster_against_the_fake_api_server(
     fake_kube: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from autoscaler.kube.listing import list_annotated_workloads
-
     worker = yaml.safe_load(WORKER.read_text())
     worker["metadata"]["namespace"] = "apps"
     fake_kube.create(worker)
+    bad = yaml.safe_load(WORKER.read_text())
+    bad["metadata"].update(name="bad", namespace="apps")
+    bad["metadata"]["annotations"] = {
+        ANNOTATION_PREFIX + "redis-list": "jobs"
+    }  # no messages-per-replica
+    fake_kube.create(bad)
+    elsewhere = yaml.safe_load(WORKER.read_text())
+    elsewhere["metadata"]["namespace"] = "other"
+    fake_kube.create(elsewhere)
     plain = yaml.safe_load(WORKER.read_text())
     plain["metadata"].update(name="plain", namespace="apps", labels={})
     fake_kube.create(plain)
-    listed = await asyncio.to_thread(list_annotated_workloads, str(fake_kube.kubeconfig), [])
-    assert [(o["kind"], o["metadata"]["name"]) for o in listed] == [("Deployment", "worker")]
     code = await asyncio.to_thread(
         main,
         [
@@ -316,7 +310,11 @@ async def test_cluster_against_the_fake_api_server(
         ],
     )
     report = json.loads(capsys.readouterr().out)
-    assert code == 0 and report["workloads"][0]["name"] == "worker"
+    assert code == 1  # "bad" has an error; "plain" is not labelled, "other" not asked for
+    assert [(w["name"], w["ok"], w["source"]) for w in report["workloads"]] == [
+        ("bad", False, "cluster"),
+        ("worker", True, "cluster"),
+    ]
     assert all(
         r.verb == "list" and r.query.get("labelSelector") == f"{ENABLED_LABEL}=true"
         for r in fake_kube.requests

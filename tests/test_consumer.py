@@ -29,14 +29,16 @@ from prometheus_client import CollectorRegistry
 
 from autoscaler import keys
 from autoscaler import redisqueue as rq
+from autoscaler.argtypes import non_negative_float
 from autoscaler.consumer import ConsumerMetrics, ConsumerSettings, Worker
-from autoscaler.consumer.cli import _non_negative_float, redact, register, settings_from_args
+from autoscaler.consumer.cli import register, settings_from_args
 from autoscaler.consumer.forward import Answer, classify
 from autoscaler.consumer.logs import ConsumerLog
 from autoscaler.consumer.worker import make_throttler
 from autoscaler.errors import InputError
 from autoscaler.keys import Command, ConsumerState
 from autoscaler.logs import JsonFormatter, TextFormatter
+from autoscaler.remote import redact_url
 from tests.processor import Processor
 from tests.servers import free_port
 
@@ -74,6 +76,9 @@ class Running:
     def count(self, outcome: str) -> float:
         labels = {"queue": Q, "outcome": outcome}
         return self.registry.get_sample_value("queue_consumer_messages_total", labels) or 0.0
+
+    def sample(self, name: str) -> float:
+        return self.registry.get_sample_value(name, {"queue": Q}) or 0.0
 
 
 @contextlib.asynccontextmanager
@@ -142,8 +147,9 @@ async def test_a_5xx_is_retried_until_it_succeeds(redis_client: aioredis.Redis) 
         await until(lambda: proc.accepted == [b"m"], "m to be accepted")
         await until(lambda: c.count("acked") == 1, "the ack")
         counts = [r.headers["X-Delivery-Count"] for r in proc.received]
-        assert counts == ["1", "2", "3"]
-        assert c.count("retried") == 2
+        assert counts == ["1", "2", "2"]  # a 503 is the processor down: not a delivery
+        assert c.count("retried") == 1
+        assert c.sample("queue_consumer_processor_unavailable_total") == 1
         assert await redis_client.hlen(keys.deliveries_key(Q)) == 0
 
 
@@ -180,18 +186,22 @@ async def test_a_hang_past_the_request_timeout_is_retried(redis_client: aioredis
         assert c.count("retried") == 1
 
 
-async def test_connection_refused_is_retried_and_nothing_lost(
+async def test_connection_refused_is_not_a_delivery_and_nothing_lost(
     redis_client: aioredis.Redis,
 ) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}/process"
     messages = {b"a", b"b", b"c"}
-    async with consuming(redis_client, url, max_deliveries=1000) as c:
+    async with consuming(redis_client, url, max_deliveries=1, concurrency=2) as c:
         await redis_client.lpush(Q, *messages)
-        await until(lambda: c.count("retried") >= 3, "retries against a closed port")
+        await until(lambda: c.sample("queue_consumer_processor_unavailable_total") >= 3, "probes")
+        assert c.sample("queue_consumer_processor_up") == 0 and not c.worker.ready
+        assert len(await held(redis_client)) == 2  # held, nothing new taken meanwhile
         async with Processor(port=port) as proc:
             await until(lambda: set(proc.accepted) == messages, "all three accepted")
             await until(lambda: c.count("acked") == 3, "three acks")
+            assert {r.headers["X-Delivery-Count"] for r in proc.received} == {"1"}
+        assert c.sample("queue_consumer_processor_up") == 1 and c.worker.ready
     assert await held(redis_client) == [] and await dead(redis_client) == []
 
 
@@ -291,22 +301,26 @@ async def test_lease_expires_after_a_crash_and_the_reaper_requeues(
         await until(lease_dead, "the lease to expire")
         ck = rq.ConsumerKeys(Q, "c1")
         result = await rq.requeue(redis_client, ck, max_deliveries=5, reason="r", forget=True)
-        assert result == rq.Requeued(1, 0)
-        assert await redis_client.lrange(Q, 0, -1) == [b"m"]
+        assert result == rq.Requeued(0, 0, quarantined=1)  # held alone: the suspect
+        assert await redis_client.lrange(ck.quarantine, 0, -1) == [b"m"]
         assert await rq.read_registry(redis_client, Q) == []
 
 
-async def test_restart_under_the_same_id_requeues_leftovers_first(
+async def test_restart_under_the_same_id_quarantines_leftovers_first(
     redis_client: aioredis.Redis,
 ) -> None:
     deliveries = keys.deliveries_key(Q)
-    await redis_client.lpush(keys.processing_key(Q, "c1"), b"left", b"poison")
+    await redis_client.lpush(keys.processing_key(Q, "c1"), b"left", b"neighbour")
     await redis_client.hset(deliveries, keys.message_digest(b"left"), 1)
-    await redis_client.hset(deliveries, keys.message_digest(b"poison"), 3)
+    await redis_client.hset(deliveries, keys.message_digest(b"neighbour"), 3)
+    await redis_client.lpush(Q, b"new")
     async with Processor() as proc, consuming(redis_client, proc.url, max_deliveries=3):
-        await until(lambda: proc.accepted == [b"left"], "the leftover to be processed")
-        assert proc.received[0].headers["X-Delivery-Count"] == "2"
-        assert await dead(redis_client) == [b"poison"]
+        await until(lambda: len(proc.accepted) == 3, "all three processed")
+        # Held together at the crash: neither is dead-lettered, nor charged for it; each is
+        # delivered again alone before anything new is taken.
+        assert proc.accepted == [b"left", b"neighbour", b"new"]
+        assert [r.headers["X-Delivery-Count"] for r in proc.received] == ["1", "3", "1"]
+        assert await dead(redis_client) == []
 
 
 def _is(state: Awaitable[ConsumerState | None], expected: ConsumerState) -> Awaitable[bool]:
@@ -437,8 +451,8 @@ def test_flags_become_settings(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_credentials_never_reach_a_log_line() -> None:
-    assert redact("redis://user:s3cret@redis:6379/0") == "redis://***@redis:6379/0"
-    assert redact("redis://redis:6379/0") == "redis://redis:6379/0"
+    assert redact_url("redis://user:s3cret@redis:6379/0") == "redis://user:***@redis:6379/0"
+    assert redact_url("redis://redis:6379/0") == "redis://redis:6379/0"
 
 
 def test_log_lines_name_queue_and_consumer() -> None:
@@ -465,6 +479,8 @@ def test_classify_statuses(status: int, body: str) -> None:
         assert result.answer is Answer.OK
     elif 400 <= status < 500 and status not in (408, 429):
         assert result.answer is Answer.REJECT and result.reason.startswith(f"HTTP {status}")
+    elif status in (502, 503):
+        assert result.answer is Answer.UNAVAILABLE
     else:
         assert result.answer is Answer.RETRY
     assert len(result.reason) < 400  # the body is truncated before it is stored or logged
@@ -473,7 +489,7 @@ def test_classify_statuses(status: int, body: str) -> None:
 @given(st.one_of(st.text(max_size=20), st.floats().map(str)))
 def test_durations_are_finite_non_negative_or_an_argparse_error(text: str) -> None:
     try:
-        value = _non_negative_float(text)
+        value = non_negative_float(text)
     except argparse.ArgumentTypeError:
         return
     assert 0 <= value < float("inf")

@@ -6,12 +6,13 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
-from autoscaler.config import PREFIX
+from autoscaler.annotations import ANNOTATION_PREFIX
 from autoscaler.controller import Controller
 from autoscaler.drain import Drainer
 from autoscaler.keys import Command, ConsumerField, ConsumerState, consumer_key
@@ -19,7 +20,7 @@ from autoscaler.metrics import ControllerMetrics
 from autoscaler.redisqueue import ConsumerKeys, heartbeat, set_command
 from autoscaler.redisqueue.registry import Registration
 from autoscaler.sources import SourcePool
-from autoscaler.targets import WorkloadEvent, WorkloadRef
+from autoscaler.workload import WorkloadEvent, WorkloadRef
 from tests.memtarget import MemoryTarget
 from tests.servers import RedisServer
 
@@ -35,7 +36,7 @@ def annotations(queue: str, **extra: str) -> dict[str, str]:
         "drain": "false",
     }
     base.update({k.replace("_", "-"): v for k, v in extra.items()})
-    return {PREFIX + k: v for k, v in base.items()}
+    return {ANNOTATION_PREFIX + k: v for k, v in base.items()}
 
 
 async def wait_for(check: Callable[[], bool], timeout_s: float = 5.0) -> None:
@@ -46,19 +47,40 @@ async def wait_for(check: Callable[[], bool], timeout_s: float = 5.0) -> None:
         await asyncio.sleep(0.02)
 
 
+class ManualClock:
+    """The controller's clock in tests that run cycles by hand: time moves on ``advance``."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 class Harness:
-    def __init__(self, redis_url: str) -> None:
+    """A controller over in-memory targets; ``options`` go to ``Controller`` as they are
+    (``clock``, ``is_leader``, ``drainer``, ``dry_run``): its public seams."""
+
+    def __init__(self, redis_url: str, **options: Any) -> None:
         self.targets: dict[WorkloadRef, MemoryTarget] = {}
+        self.scaled_at: dict[WorkloadRef, int] = {}  # the controller's cycles at the last scale
         self.registry = CollectorRegistry()
         self.pool = SourcePool(redis_url=redis_url)
         self.controller = Controller(
             sources=self.pool,
             target_factory=self._target,
             metrics=ControllerMetrics(self.registry),
+            **options,
         )
 
     def _target(self, ref: WorkloadRef) -> MemoryTarget:
-        return self.targets.setdefault(ref, MemoryTarget(ref))
+        def scaled(replicas: int) -> None:
+            self.scaled_at[ref] = self.controller.cycles
+
+        return self.targets.setdefault(ref, MemoryTarget(ref, on_scale=scaled))
 
     def add(self, name: str, replicas: int = 0, **extra: str) -> WorkloadRef:
         ref = WorkloadRef("default", name)
@@ -68,6 +90,10 @@ class Harness:
 
     def replicas(self, ref: WorkloadRef) -> int:
         return self.targets[ref].replica_count
+
+    def target_cycle(self, ref: WorkloadRef) -> int:
+        """The controller's cycle count when ``ref`` was last scaled."""
+        return self.scaled_at[ref]
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
@@ -92,10 +118,13 @@ async def test_backlog_scales_within_one_interval_then_back_to_min(
     harness: Harness, redis_client: aioredis.Redis
 ) -> None:
     ref = harness.add("jobs", replicas=1, min_replicas="1")
+    await wait_for(lambda: harness.controller.cycles > 0)
     await redis_client.lpush("jobs", *[f"m{i}" for i in range(500)])
-    started = time.monotonic()
-    await wait_for(lambda: harness.replicas(ref) == 10, timeout_s=0.2 + 1.0)
-    assert time.monotonic() - started < 1.2
+    pushed_at = harness.controller.cycles
+    await wait_for(lambda: harness.replicas(ref) == 10)
+    # Acted on within one polling interval: the next cycle after the push decided it (the
+    # one running during the push may have read the queue before it).
+    assert harness.target_cycle(ref) <= pushed_at + 2
     target = harness.targets[ref]
     assert ("ScaleUp", "scaled up to 10: redis:jobs 500 / 50 per replica → 10", False) in (
         target.events
@@ -125,7 +154,7 @@ async def test_invalid_spec_is_reported_and_others_still_scale(
     assert harness.targets[bad].scales == []
     [(reason, message, warning)] = harness.targets[bad].events
     assert reason == "InvalidSpec" and warning
-    assert PREFIX + "max-replicas" in message and "'zero'" in message
+    assert ANNOTATION_PREFIX + "max-replicas" in message and "'zero'" in message
     assert (
         harness.registry.get_sample_value(
             "queue_autoscaler_spec_valid", {"namespace": "default", "workload": "bad"}
@@ -161,8 +190,7 @@ async def test_redis_down_holds_replicas_and_recovers(own_redis: RedisServer) ->
 async def test_dry_run_decides_but_writes_nothing(
     redis_url: str, redis_client: aioredis.Redis
 ) -> None:
-    h = Harness(redis_url)
-    h.controller.dry_run = True
+    h = Harness(redis_url, dry_run=True)
     ref = h.add("jobs", replicas=1)
     await redis_client.lpush("jobs", *["x"] * 500)
     assert await h.controller.cycle() == 1
@@ -176,7 +204,8 @@ async def test_dry_run_decides_but_writes_nothing(
 async def test_one_read_per_cycle_for_many_workloads(
     redis_url: str, redis_client: aioredis.Redis
 ) -> None:
-    h = Harness(redis_url)
+    clock = ManualClock()
+    h = Harness(redis_url, clock=clock)
     for i in range(50):
         h.add(f"q{i}", replicas=1)
     async def script_calls() -> int:
@@ -184,8 +213,7 @@ async def test_one_read_per_cycle_for_many_workloads(
         return sum(int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in ("evalsha", "eval"))
 
     await h.controller.cycle()  # loads the script (EVALSHA → NOSCRIPT → EVAL)
-    for w in h.controller.workloads.values():
-        w.due_at = 0
+    clock.advance(1.0)  # every workload due again (polling-interval 200ms)
     before = await script_calls()
     assert await h.controller.cycle() == 50
     assert await script_calls() - before == 1  # fifty workloads, one round trip
@@ -209,9 +237,8 @@ async def test_a_new_leader_puts_back_to_work_consumers_a_dead_leader_left_drain
             polled_thrice.set()
         return leading
 
-    h = Harness(redis_url)
-    h.controller.is_leader = is_leader
-    h.controller.drainer = Drainer(lambda url: redis_client, ControllerMetrics(CollectorRegistry()))
+    drainer = Drainer(lambda url: redis_client, ControllerMetrics(CollectorRegistry()))
+    h = Harness(redis_url, is_leader=is_leader, drainer=drainer)
     ref = h.add("jobs", replicas=2, min_replicas="2", max_replicas="2", drain="true")
     target = h.targets[ref]
     await target.scale(2)
@@ -242,7 +269,8 @@ async def test_steady_cycles_are_counted_and_a_changed_queue_is_decided(
 ) -> None:
     """Steady workloads skip the policy, yet every cycle counts one decision each; the
     one whose queue moved is decided in full, in the same cycle."""
-    h = Harness(redis_url)
+    clock = ManualClock()
+    h = Harness(redis_url, clock=clock)
     refs = [h.add(f"s{i}", replicas=1, min_replicas="1") for i in range(3)]
     await redis_client.lpush("s0", *["x"] * 500)  # → 10 replicas, then steady at 10
     await h.controller.cycle()
@@ -253,16 +281,14 @@ async def test_steady_cycles_are_counted_and_a_changed_queue_is_decided(
         return h.registry.get_sample_value("queue_autoscaler_decisions_total", labels)
 
     for _ in range(4):
-        for w in h.controller.workloads.values():
-            w.due_at = 0
+        clock.advance(1.0)
         assert await h.controller.cycle() == 3
     assert decisions(refs[0], "ScaleUp") == 1
     assert decisions(refs[0], "DesiredWithinRange") == 4
     assert [decisions(r, "TooFewReplicas") for r in refs[1:]] == [5, 5]
     assert all(h.controller.workloads[r].skipped_at is not None for r in refs[1:])
     await redis_client.lpush("s1", *["x"] * 200)
-    for w in h.controller.workloads.values():
-        w.due_at = 0
+    clock.advance(1.0)
     await h.controller.cycle()
     assert h.controller.workloads[refs[1]].last_decision.replicas == 4  # type: ignore[union-attr]
     assert decisions(refs[1], "ScaleUp") == 1 and decisions(refs[1], "TooFewReplicas") == 5

@@ -65,32 +65,22 @@ DEPRECATED = {
 }
 # The controller's API usage (the brief of the controller issue), as (group, resource, verb).
 CONTROLLER_PERMISSIONS = {
-    *{
-        ("apps", r, v)
-        for r in ("deployments", "statefulsets")
-        for v in ("get", "list", "watch", "patch")
-    },
+    *{("apps", r, v) for r in ("deployments", "statefulsets") for v in ("list", "watch", "patch")},
     *{
         ("apps", r, v)
         for r in ("deployments/scale", "statefulsets/scale")
-        for v in ("get", "update", "patch")
+        for v in ("get", "patch")
     },
-    ("apps", "replicasets", "list"),
-    ("apps", "replicasets", "watch"),
-    *{("", "pods", v) for v in ("get", "list", "watch", "patch")},
+    ("", "pods", "list"),
+    ("", "pods", "patch"),
     ("autoscaling", "horizontalpodautoscalers", "list"),
     ("autoscaling", "horizontalpodautoscalers", "watch"),
-    ("", "events", "get"),  # re-read after a 409 on an aggregated Event
+    ("", "events", "get"),  # re-read after a 409 on a repeated Event
     ("", "events", "create"),
     ("", "events", "patch"),
-    ("events.k8s.io", "events", "get"),
-    ("events.k8s.io", "events", "create"),
-    ("events.k8s.io", "events", "patch"),
 }
 # patch: the elector renews and releases with a merge patch carrying the resourceVersion.
-LEASE_PERMISSIONS = {
-    ("coordination.k8s.io", "leases", v) for v in ("get", "create", "update", "patch")
-}
+LEASE_PERMISSIONS = {("coordination.k8s.io", "leases", v) for v in ("get", "create", "patch")}
 
 
 @cache
@@ -271,15 +261,15 @@ def test_documented_controller_requests_are_permitted_and_secrets_are_not() -> N
         req("GET", "/apis/apps/v1/deployments", labelSelector="queue-autoscaler.io/enabled=true"),
         req("GET", "/apis/apps/v1/statefulsets", watch="true"),
         req("PATCH", f"/apis/apps/v1/namespaces/{ns}/deployments/w/scale"),
-        req("PUT", f"/apis/apps/v1/namespaces/{ns}/statefulsets/s/scale"),
+        req("PATCH", f"/apis/apps/v1/namespaces/{ns}/statefulsets/s/scale"),
+        req("GET", f"/apis/apps/v1/namespaces/{ns}/statefulsets/s/scale"),
         req("PATCH", f"/apis/apps/v1/namespaces/{ns}/deployments/w"),
-        req("GET", "/apis/apps/v1/replicasets", watch="1"),
         req("GET", "/api/v1/pods"),
         req("PATCH", f"/api/v1/namespaces/{ns}/pods/p"),
         req("GET", "/apis/autoscaling/v2/horizontalpodautoscalers"),
         req("POST", f"/api/v1/namespaces/{ns}/events"),
-        req("POST", f"/apis/events.k8s.io/v1/namespaces/{ns}/events"),
-        req("PUT", f"/apis/coordination.k8s.io/v1/namespaces/{CONTROLLER_NS}/leases/l"),
+        req("GET", f"/api/v1/namespaces/{ns}/events/e"),
+        req("PATCH", f"/apis/coordination.k8s.io/v1/namespaces/{CONTROLLER_NS}/leases/l"),
     ]
     assert rbac_denied(allowed) == []
     forbidden = [
@@ -288,6 +278,10 @@ def test_documented_controller_requests_are_permitted_and_secrets_are_not() -> N
         req("DELETE", f"/api/v1/namespaces/{ns}/pods/p"),
         req("PUT", f"/apis/apps/v1/namespaces/{ns}/deployments/w"),
         req("PUT", f"/apis/coordination.k8s.io/v1/namespaces/{ns}/leases/l"),
+        req("PUT", f"/apis/apps/v1/namespaces/{ns}/statefulsets/s/scale"),
+        req("GET", "/apis/apps/v1/replicasets", watch="1"),
+        req("GET", f"/api/v1/namespaces/{ns}/pods/p"),
+        req("POST", f"/apis/events.k8s.io/v1/namespaces/{ns}/events"),
     ]
     assert rbac_denied(forbidden) == forbidden
 
@@ -336,7 +330,7 @@ def flags(args: list[str]) -> dict[str, str]:
 
 
 def test_example_worker_drains_before_its_processor_stops() -> None:
-    from autoscaler.config import ENABLED_LABEL, PREFIX, parse_duration
+    from autoscaler.annotations import ANNOTATION_PREFIX, ENABLED_LABEL, parse_duration
 
     worker = find("examples", "Deployment", "worker")
     assert worker["metadata"]["labels"][ENABLED_LABEL] == "true"
@@ -370,7 +364,9 @@ def test_example_worker_drains_before_its_processor_stops() -> None:
     assert post_start[2:4] == ["open", "127.0.0.1:8080"]
     # Timeouts nest: consumer drain < controller's drain wait < grace period.
     consumer_drain_s = parse_duration(consumer_flags["drain-timeout"])
-    annotation_s = parse_duration(worker["metadata"]["annotations"][PREFIX + "drain-timeout"])
+    annotation_s = parse_duration(
+        worker["metadata"]["annotations"][ANNOTATION_PREFIX + "drain-timeout"]
+    )
     grace_s = pod["terminationGracePeriodSeconds"]
     assert consumer_drain_s < annotation_s < grace_s and grace_s >= consumer_drain_s + 30
     assert float(pre_stop[pre_stop.index("--timeout") + 1]) < grace_s

@@ -7,16 +7,17 @@ import time
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
+from autoscaler.annotations import spec_with
 from autoscaler.drain import Candidate, Drainer, pick_victims
 from autoscaler.keys import Command, ConsumerField, ConsumerState, consumer_key
 from autoscaler.metrics import ControllerMetrics
-from autoscaler.policy import RedisTrigger, ScalingSpec
+from autoscaler.policy import RedisTrigger
 from autoscaler.redisqueue import ConsumerInfo, ConsumerKeys, heartbeat, set_command
 from autoscaler.redisqueue.registry import Registration
-from autoscaler.targets import ReplicaInfo, WorkloadRef
+from autoscaler.workload import ReplicaInfo, WorkloadRef
 from tests.memtarget import MemoryTarget
 
-SPEC = ScalingSpec(triggers=(RedisTrigger(("jobs",), 10),))
+SPEC = spec_with((RedisTrigger(("jobs",), 10),))
 
 
 def info(cid: str, in_flight: int, *, alive: bool = True) -> ConsumerInfo:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from autoscaler.config import PREFIX
+from autoscaler.annotations import ANNOTATION_PREFIX
 from tests.e2e import Kubelet, controller, deployment, eventually
 from tests.e2e import fake_kube as fake_kube  # the fixture, RBAC-checked
 from tests.fakekube import FakeKubeServer
@@ -143,4 +143,4 @@ async def test_rising_backlog_cancels_the_drain(
     finally:
         processor.release()
         assert await proc.stop() == 0
-    assert PREFIX  # the spec keys used above are the documented ones
+    assert ANNOTATION_PREFIX  # the spec keys used above are the documented ones

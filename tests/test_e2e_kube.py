@@ -8,7 +8,7 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
-from autoscaler.config import STATUS_ANNOTATION
+from autoscaler.annotations import STATUS_ANNOTATION
 from tests.e2e import controller, deployment, eventually
 from tests.e2e import fake_kube as fake_kube  # the fixture, RBAC-checked
 from tests.fakekube import FakeKubeServer

@@ -6,11 +6,12 @@ import json
 
 import pytest
 
-from autoscaler.config import STATUS_ANNOTATION
+from autoscaler.annotations import STATUS_ANNOTATION
 from autoscaler.errors import KubeNotFoundError
 from autoscaler.kube import KubeClient
-from autoscaler.targets import Target, WorkloadRef
+from autoscaler.targets import Target
 from autoscaler.targets.kubernetes import DELETION_COST, KubeTarget
+from autoscaler.workload import WorkloadRef
 from tests.fakekube import FakeKubeServer
 from tests.fakekube.fixtures import fake_kube as fake_kube
 from tests.kubeutil import kube as kube

@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 
 import pytest_asyncio
 
-from autoscaler.config import STATUS_ANNOTATION
+from autoscaler.annotations import STATUS_ANNOTATION
 from autoscaler.kube import KubeClient, WatchSettings, WorkloadWatcher
-from autoscaler.targets import WorkloadEvent, WorkloadRef
+from autoscaler.workload import WorkloadEvent, WorkloadRef
 from tests.fakekube import FakeKubeServer
 from tests.fakekube.fixtures import fake_kube as fake_kube
 from tests.kubeutil import hpa, requests_of, stop, wait_for, workload

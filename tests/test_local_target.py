@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from autoscaler.config import parse_spec
+from autoscaler.annotations import parse_spec
+from autoscaler.app.local import LocalRun
 from autoscaler.drain import LOWEST_DELETION_COST
-from autoscaler.targets.local import LocalTarget
-from autoscaler.targets.localfile import LocalWorkload
-from autoscaler.targets.localrun import LocalRun
+from autoscaler.targets.local.file import LocalWorkload
+from autoscaler.targets.local.target import LocalTarget
 
 SLEEPER = "import sys, time; time.sleep(600)"
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from autoscaler.app.local import check_urls, run_local
 from autoscaler.errors import InputError
-from autoscaler.targets.localfile import fill, load_local_file, parse_local_file
-from autoscaler.targets.localrun import check_urls, run_local
+from autoscaler.targets.local.file import fill, load_local_file, parse_local_file
 
 GOOD = """\
 - name: cities

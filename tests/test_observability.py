@@ -21,7 +21,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from autoscaler.config import PREFIX, parse_spec
+from autoscaler.annotations import ANNOTATION_PREFIX, parse_spec
 from autoscaler.logs import FIELDS, JsonFormatter
 from autoscaler.metrics import DIRECTIONS, DRAIN_STAGES, ControllerMetrics
 from autoscaler.policy import Reason
@@ -151,8 +151,9 @@ def test_track_creates_counters_at_zero_and_forget_removes_every_series() -> Non
 
     def spec(lists: str) -> Any:
         return parse_spec(
-            {PREFIX + "redis-list": lists, PREFIX + "messages-per-replica": "5",
-             PREFIX + "max-replicas": "7"}
+            {ANNOTATION_PREFIX + "redis-list": lists,
+             ANNOTATION_PREFIX + "messages-per-replica": "5",
+             ANNOTATION_PREFIX + "max-replicas": "7"}
         )  # fmt: skip
 
     metrics.track("ns", "w", spec("a,b"))

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from autoscaler.annotations import spec_with
 from autoscaler.policy import (
     Decision,
     PolicyState,
@@ -24,7 +25,7 @@ from autoscaler.policy import (
 )
 
 REDIS = RedisTrigger(("jobs",), messages_per_replica=10)
-SPEC = ScalingSpec(triggers=(REDIS,))
+SPEC = spec_with((REDIS,))
 
 
 def q(backlog: float, in_flight: float = 0, processed: float | None = None) -> Reading:
@@ -79,7 +80,7 @@ def test_min_replicas_floor() -> None:
 
 def test_max_over_triggers() -> None:
     prom = PrometheusTrigger("x", target=2)
-    spec = replace(SPEC, triggers=(REDIS, prom), scale_up=ScaleUpRule(max_pods=100))
+    spec = replace(SPEC, triggers=(REDIS, prom), scale_up=replace(SPEC.scale_up, max_pods=100))
     decision, _ = decide(spec, 1, [q(30), Reading(value=14.0)], PolicyState(), 0)
     assert decision.replicas == 7 and "prometheus" in decision.message
 
@@ -156,7 +157,7 @@ def test_rate_aware_mode_sizes_for_target_drain_time() -> None:
     spec = replace(
         SPEC,
         target_drain_time_s=60,
-        scale_up=ScaleUpRule(max_pods=100),
+        scale_up=replace(SPEC.scale_up, max_pods=100),
         tolerance=0.0,
         scale_down_stabilization_s=0,
     )
@@ -183,8 +184,8 @@ def test_rate_aware_falls_back_until_rates_known() -> None:
 # ---- invariants -----------------------------------------------------------------------
 
 specs = st.builds(
-    lambda mpr, lo, span, tol, act, stab, cool: ScalingSpec(
-        triggers=(RedisTrigger(("q",), mpr, activation_messages=act),),
+    lambda mpr, lo, span, tol, act, stab, cool: spec_with(
+        (RedisTrigger(("q",), mpr, activation_messages=act),),
         min_replicas=lo,
         max_replicas=max(lo, 1) + span,
         tolerance=tol,

@@ -16,6 +16,7 @@ from autoscaler import keys
 from autoscaler import redisqueue as rq
 from autoscaler.errors import QueueError, TransientQueueError
 from autoscaler.keys import Command, ConsumerField, ConsumerState
+from autoscaler.redisqueue import scripts
 from tests.servers import free_port
 
 Q = "jobs"
@@ -70,7 +71,7 @@ async def test_ack_of_a_reaped_message_is_not_counted(redis_client: aioredis.Red
     await rq.requeue(redis_client, CK, max_deliveries=5, reason="r")  # no lease: reaped
     assert await rq.ack(redis_client, CK, b"a") == (False, None)
     assert await redis_client.get(keys.processed_key(Q)) is None
-    assert await redis_client.lrange(Q, 0, -1) == [b"a"]
+    assert await redis_client.lrange(CK.quarantine, 0, -1) == [b"a"]  # held alone: a suspect
 
 
 async def test_fail_retries_below_max_then_dead_letters(redis_client: aioredis.Redis) -> None:
@@ -113,7 +114,7 @@ async def test_requeue_keeps_order_and_respects_a_live_lease(redis_client: aiore
     alive = await rq.requeue(redis_client, CK, max_deliveries=5, reason="r")
     assert alive == rq.Requeued(0, 0, skipped_alive=True)
     assert await redis_client.llen(CK.processing) == 3
-    forced = await rq.requeue(redis_client, CK, max_deliveries=5, reason="r", force=True)
+    forced = await rq.requeue(redis_client, CK, max_deliveries=0, reason="", force=True)
     assert forced == rq.Requeued(3, 0)
     assert await redis_client.lrange(Q, 0, -1) == [b"d", b"c", b"b", b"a"]  # as it was
 
@@ -140,12 +141,71 @@ async def test_two_reapers_requeue_each_message_once(redis_url: str) -> None:
         results = await asyncio.gather(
             *(rq.requeue(c, CK, max_deliveries=5, reason="r", forget=True) for c in clients)
         )
-        assert sorted(r.requeued for r in results) == [0, 150]
-        assert sorted(await clients[0].lrange(Q, 0, -1)) == sorted(messages)
+        assert sorted(r.quarantined for r in results) == [0, 150]
+        back = await clients[0].lrange(Q, 0, -1) + await clients[0].lrange(CK.quarantine, 0, -1)
+        assert sorted(back) == sorted(messages)
         assert await clients[0].exists(CK.processing) == 0
     finally:
         for c in clients:
             await c.aclose()
+
+
+async def test_a_retried_ack_returns_what_the_first_run_took(redis_client: aioredis.Redis) -> None:
+    await redis_client.lpush(Q, b"a", b"b", b"c")
+    (first,) = await _taken(redis_client, CK, 1)
+    step = rq.Step("0", "t-1")
+    once = await rq.ack(redis_client, CK, first.message, take_next=True, step=step)
+    again = await rq.ack(redis_client, CK, first.message, take_next=True, step=step)  # lost reply
+    assert once == again == (True, rq.Delivery(b"b", 1))
+    assert await redis_client.lrange(CK.processing, 0, -1) == [b"b"]  # c not taken
+    assert await redis_client.get(keys.processed_key(Q)) == b"1"
+    assert await rq.take_now(redis_client, CK, rq.Step("0", "t-2")) == rq.Delivery(b"c", 1)
+    assert await rq.take_now(redis_client, CK, rq.Step("0", "t-2")) == rq.Delivery(b"c", 1)
+    assert await redis_client.llen(Q) == 0
+
+
+async def test_a_crash_beside_others_quarantines_all_uncharged(
+    redis_client: aioredis.Redis,
+) -> None:
+    await redis_client.lpush(Q, b"a", b"b", b"c", b"d")
+    await _taken(redis_client, CK, 3)
+    result = await rq.requeue(redis_client, CK, max_deliveries=1, reason="crashed")
+    assert result == rq.Requeued(0, 0, quarantined=3)  # at max, but nobody knows who did it
+    assert await redis_client.lrange(CK.quarantine, 0, -1) == [b"c", b"b", b"a"]
+    assert await redis_client.hvals(keys.deliveries_key(Q)) == [b"0"] * 3
+    other = rq.ConsumerKeys(Q, "c2")
+    assert await rq.take_now(redis_client, other) == rq.Delivery(b"a", 1)  # a suspect, alone
+    assert await rq.take(redis_client, other, 0.05) is None  # takes nothing beside it
+    assert await rq.ack(redis_client, other, b"a", take_next=True) == (True, rq.Delivery(b"b", 1))
+    busy = rq.ConsumerKeys(Q, "c3")
+    await redis_client.lpush(Q, b"e")
+    assert await rq.take_now(redis_client, busy) == rq.Delivery(b"c", 1)
+    assert await rq.take_now(redis_client, other) is None  # c2 holds b alone
+    await rq.requeue(redis_client, other, max_deliveries=1, reason="crashed alone")
+    assert await redis_client.lrange(keys.dead_letter_key(Q), 0, -1) == [b"b"]  # convicted
+
+
+async def test_a_blocking_take_beside_a_suspect_is_given_back(
+    redis_client: aioredis.Redis,
+) -> None:
+    await redis_client.lpush(CK.quarantine, b"suspect")
+    taking = asyncio.create_task(redis_client.blmove(Q, CK.processing, 2, "RIGHT", "LEFT"))
+    await redis_client.lpush(Q, b"m")
+    assert await taking == b"m"
+    keys_ = [CK.processing, keys.deliveries_key(Q), CK.quarantine, CK.alone, Q]
+    assert await scripts.TAKEN(redis_client, keys_, [b"m"]) == 0
+    assert await redis_client.lrange(Q, 0, -1) == [b"m"]
+    assert await redis_client.llen(CK.processing) == 0
+
+
+async def test_push_back_of_orphans_takes_their_delivery_back(
+    redis_client: aioredis.Redis,
+) -> None:
+    await redis_client.lpush(Q, b"a")
+    await _taken(redis_client, CK, 1)
+    assert await rq.push_back(redis_client, CK, b"a", uncharge=True) == 1
+    assert await rq.push_back(redis_client, CK, b"a", uncharge=True) == 0  # a retry: nothing
+    assert await rq.take_now(redis_client, CK) == rq.Delivery(b"a", 1)
 
 
 def _registration(consumer_id: str = "c1", token: str = "t1") -> rq.Registration:

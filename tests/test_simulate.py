@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from autoscaler.policy import RedisTrigger, ScaleUpRule, ScalingSpec
+from autoscaler.policy import RedisTrigger, ScalingSpec
 from autoscaler.simulate import Result, compare, run
 from autoscaler.simulate.cli import load_spec
 from autoscaler.simulate.engine import Cluster, Params
@@ -200,7 +200,8 @@ def test_ours_acts_within_one_polling_interval() -> None:
 
 
 def test_ours_first_step_from_zero_is_the_scale_up_rule() -> None:
-    spec = replace(default_spec(), scale_up=ScaleUpRule(max_pods=10))
+    spec = default_spec()
+    spec = replace(spec, scale_up=replace(spec.scale_up, max_pods=10))
     changes = replicas_over_time(run(burst(at=40), Ours(spec, 1), Params()))
     assert changes[1] == (40, 10)
 

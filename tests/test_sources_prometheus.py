@@ -104,9 +104,7 @@ async def test_server_down_fails_then_backs_off() -> None:
     try:
         (down,) = await src.read([q("up")])
         assert down.value is None and down.error is not None and "ConnectError" in down.error
-        started = time.monotonic()
-        (waiting,) = await src.read([q("up")])
-        assert time.monotonic() - started < 0.05
+        (waiting,) = await src.read([q("up")])  # "backing off": answered without an attempt
         assert waiting.error is not None and "backing off" in waiting.error
     finally:
         await src.aclose()

@@ -3,10 +3,12 @@
 A message stays in this consumer's processing list until one of those outcomes is
 written to Redis, so whatever happens to this process (a crash, a cancel, a hung
 processor) the message is still there for a restart or the reaper. Retries happen here,
-in place, with exponential backoff and jitter; every retry is a counted delivery, and the
-``fail`` script moves the message to the dead-letter list once it reached
-``max_deliveries``. A retry waiting out its backoff when a drain begins is pushed back
-to the queue at once instead: another consumer can take it.
+in place, with exponential backoff and jitter; every retry after an answered failure is a
+counted delivery, and the ``fail`` script moves the message to the dead-letter list once
+it reached ``max_deliveries``. A processor that is not there (or fails every message) is
+not the message's fault: the ``Breaker`` holds the message, uncounted, and probes until
+the processor answers. A retry waiting out its backoff (or the breaker) when a drain
+begins is pushed back to the queue at once instead: another consumer can take it.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from redis.asyncio import Redis
 
 from autoscaler import keys
 from autoscaler import redisqueue as rq
+from autoscaler.consumer.breaker import Breaker
 from autoscaler.consumer.forward import Answer, Forwarder
+from autoscaler.consumer.ledger import Ledger
 from autoscaler.consumer.metrics import ConsumerMetrics, Outcome
 from autoscaler.consumer.settings import ConsumerSettings
 from autoscaler.errors import QueueError
@@ -46,7 +50,11 @@ class MessageHandler:
         *,
         stopping: asyncio.Event,
         rng: random.Random,
+        breaker: Breaker,
+        ledger: Ledger,
     ) -> None:
+        self._breaker = breaker
+        self._ledger = ledger
         self._redis = redis
         self._forwarder = forwarder
         self._s = settings
@@ -74,26 +82,45 @@ class MessageHandler:
             )
             await self._reject(message, reason)
             return False
+        digest = keys.message_digest(message)
         while count > 0:
-            result = await self._forwarder.post(message, count)
+            if not await self._breaker.admit(self._stopping):
+                await self.push_back(message)  # a drain while the processor is down
+                return False
+            try:
+                result = await self._forwarder.post(message, count)
+            except BaseException:
+                self._breaker.abandon()
+                raise
+            if result.answer is Answer.UNAVAILABLE:
+                self._breaker.unavailable(result.reason)
+                continue
+            if result.answer is Answer.RETRY:
+                if self._breaker.failed(digest, result.reason):
+                    count = await self._retry(message, count, result.reason)
+                continue
+            self._breaker.answered()
             if result.answer is Answer.OK:
                 return True
-            if result.answer is Answer.REJECT:
-                await self._reject(message, result.reason)
-                return False
-            count = await self._retry(message, count, result.reason)
+            await self._reject(message, result.reason)
+            return False
         return False
 
-    async def ack(self, message: bytes, *, take_next: bool) -> rq.Delivery | None:
-        """Ack a processed message; with ``take_next``, the next delivery in the same trip."""
+    async def ack(
+        self, message: bytes, *, take_next: bool, step: rq.Step | None = None
+    ) -> rq.Delivery | None:
+        """Ack a processed message; with ``take_next``, the next delivery in the same trip.
+        ``step`` makes the retries after a lost reply return the first run's answer."""
         held, following = await self.redis_op(
-            lambda: rq.ack(self._redis, self._ck, message, take_next=take_next)
+            lambda: rq.ack(
+                self._redis, self._ck, message, take_next=take_next, step=step or rq.Step()
+            )
         )
         self._metrics.count(Outcome.ACKED)
         if not held:
             self._log.warning(
-                "acked message %s was no longer held (returned to the queue by a reaper); "
-                "it will be delivered again",
+                "acked message %s was no longer held (returned to the queue by a reaper or "
+                "a restart of this consumer); it will be delivered again",
                 _short(message),
             )
         return following
@@ -171,6 +198,7 @@ class MessageHandler:
                 await asyncio.sleep(self.backoff_s(failures))
 
     def redis_failed(self, error: QueueError, failures: int) -> None:
+        self._ledger.dirty = True  # a reply may be lost: reconcile the processing list
         self._metrics.redis_errors.inc()
         if failures == 1 or failures % LOG_EVERY_FAILURES == 0:
             self._log.warning("redis failed (%d in a row), retrying: %s", failures, error)

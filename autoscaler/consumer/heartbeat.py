@@ -78,4 +78,4 @@ class Heartbeat:
     async def release(self) -> None:
         """Drop the lease on exit, so the registry shows this consumer gone at once."""
         reg = self._registration
-        await rq.release_lease(self._redis, reg.keys.consumer_id, reg.token)
+        await rq.release_lease(self._redis, reg.keys.consumer_id, reg.token, reg.keys.queue)

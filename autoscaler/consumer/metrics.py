@@ -8,6 +8,10 @@ per message or per pod restart (the pod label comes from the scrape, not from us
     queue_consumer_in_flight{queue}                 messages held now
     queue_consumer_state{queue, queue_consumer_state}  running | draining | drained (enum)
     queue_consumer_redis_errors_total{queue}        failed Redis operations (retried)
+    queue_consumer_processor_up{queue}              1, or 0 while the breaker is open
+    queue_consumer_processor_unavailable_total{queue}  deliveries not counted: processor down
+    queue_consumer_orphans_total{queue}             messages reconciled back to the queue
+    queue_consumer_redis_durability_risk{queue, risk}  1: this Redis can lose messages
 """
 
 from __future__ import annotations
@@ -63,6 +67,39 @@ class ConsumerMetrics:
             ["queue"],
             registry=registry,
         ).labels(queue=queue)
+
+        self.processor_up = Gauge(
+            "queue_consumer_processor_up",
+            "1 while the processor answers; 0 while the circuit breaker is open.",
+            ["queue"],
+            registry=registry,
+        ).labels(queue=queue)
+        self.processor_unavailable = Counter(
+            "queue_consumer_processor_unavailable",
+            "Delivery attempts that found the processor down or failing everything "
+            "(not counted as deliveries).",
+            ["queue"],
+            registry=registry,
+        ).labels(queue=queue)
+        self.orphans = Counter(
+            "queue_consumer_orphans",
+            "Messages found in the processing list that no slot held (a lost reply), "
+            "returned to the queue.",
+            ["queue"],
+            registry=registry,
+        ).labels(queue=queue)
+        self.durability_risk = Gauge(
+            "queue_consumer_redis_durability_risk",
+            "1 when the queue's Redis can lose messages, by risk "
+            "(no_persistence, eviction).",
+            ["queue", "risk"],
+            registry=registry,
+        )
+        self._queue = queue
+
+    def risks(self, risks: dict[str, bool]) -> None:
+        for risk, present in risks.items():
+            self.durability_risk.labels(queue=self._queue, risk=risk).set(int(present))
 
     def count(self, outcome: Outcome, n: int = 1) -> None:
         if n:

@@ -6,8 +6,10 @@ The CLI fills these from flags; tests build them directly, with short timings.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from autoscaler.redisqueue import ConsumerKeys
+if TYPE_CHECKING:
+    from autoscaler.redisqueue import ConsumerKeys
 
 MIB = 1 << 20
 
@@ -42,12 +44,23 @@ class ConsumerSettings:
     max_message_bytes: int = MIB
     # Seconds one idle BLMOVE blocks: how soon an idle slot notices a drain or a stop.
     take_timeout_s: float = 1.0
-    # Retry backoff: the first wait, doubling per delivery up to the cap, half of it jitter.
+    # Retry backoff (--retry-backoff, --retry-max-backoff): the first wait, doubling per
+    # delivery (or per failed probe of a processor that is down) up to the cap, the upper
+    # half jitter. Also paces Redis retries.
     backoff_base_s: float = 0.5
     backoff_max_s: float = 30.0
+    # Answered failures of this many different messages in a row (no success between)
+    # mean the processor fails everything: the breaker opens and stops counting them.
+    breaker_threshold: int = 3
+    # Seconds between checks that the processing list holds only what the slots hold
+    # (one LLEN; the list is read whole only on a mismatch or after a Redis error).
+    reconcile_interval_s: float = 10.0
 
     @property
     def keys(self) -> ConsumerKeys:
+        # imported on use: the CLI reads MIB from here, and its --help must not load redis
+        from autoscaler.redisqueue import ConsumerKeys
+
         return ConsumerKeys(self.queue, self.consumer_id, self.dead_letter)
 
     @property

@@ -12,7 +12,12 @@ taken ahead would wait a whole processing time that another consumer could have 
 Never under a rate limit (every take waits for the throttler) nor while draining.
 
 A slot leaves its loop once ``stopping`` is set, after landing its last ack, and leaves
-any message it took ahead in the processing list for the drain's push-back.
+any message it took ahead in the processing list for the drain's push-back. While the
+breaker is open (the processor is down) a slot takes nothing new.
+
+Every take and ack-and-take runs inside the ledger's door with a token of its own
+(``Ledger.step``): retried after a lost reply it returns what the first run took, and
+``Ledger.reconcile`` never mistakes a message in transit for an orphan.
 """
 
 from __future__ import annotations
@@ -26,7 +31,9 @@ from asyncio_throttle.throttler import Throttler
 from redis.asyncio import Redis
 
 from autoscaler import redisqueue as rq
+from autoscaler.consumer.breaker import Breaker
 from autoscaler.consumer.handler import MessageHandler
+from autoscaler.consumer.ledger import Ledger
 from autoscaler.consumer.metrics import ConsumerMetrics
 from autoscaler.consumer.settings import ConsumerSettings
 from autoscaler.errors import QueueError
@@ -51,7 +58,11 @@ class Slots:
         stopping: asyncio.Event,
         throttler: Throttler | None,
         on_exit: Callable[[asyncio.Task[None]], None],
+        breaker: Breaker,
+        ledger: Ledger,
     ) -> None:
+        self._breaker = breaker
+        self._ledger = ledger
         self._redis = redis
         self._s = settings
         self._handler = handler
@@ -69,7 +80,7 @@ class Slots:
 
     def start(self) -> None:
         for index in range(self._s.concurrency):
-            task = asyncio.create_task(self._run(), name=f"consumer-slot-{index}")
+            task = asyncio.create_task(self._run(index), name=f"consumer-slot-{index}")
             self._tasks.add(task)
             task.add_done_callback(self._done)
 
@@ -83,26 +94,31 @@ class Slots:
         self._tasks.discard(task)
         self._on_exit(task)
 
-    async def _run(self) -> None:
+    async def _run(self, slot: int) -> None:
         current: rq.Delivery | None = None
         ahead: Ahead | None = None
         took_s = float("inf")  # how long the processor took last time
         try:
             while not self._stopping.is_set():
                 if current is None:
-                    current = await self._take()
+                    await self._breaker.closed(self._stopping)
+                    if not self._stopping.is_set():
+                        current = await self._take(slot)
                     continue
                 if ahead is None and self._may_take_ahead(took_s):
-                    ahead = asyncio.create_task(self._take_now(), name="consumer-take-ahead")
+                    take = self._take_now(slot)
+                    ahead = asyncio.create_task(take, name="consumer-take-ahead")
                 started = time.monotonic()
                 ok = await self._process(current)
                 took_s = time.monotonic() - started
                 following = await ahead if ahead is not None else None
                 ahead = None
-                if ok and following is None:  # nothing in hand: ack and take in one trip
-                    following = await self._ack(current.message, self._may_take())
-                elif ok:  # ack (and take ahead) while the next one is processed
-                    ack = self._ack(current.message, self._may_take_ahead(took_s))
+                if not ok:  # dead-lettered, pushed back or reaped: not ours any more
+                    self._ledger.left(current.message)
+                elif following is None:  # nothing in hand: ack and take in one trip
+                    following = await self._ack(slot, current.message, self._may_take())
+                else:  # ack (and take ahead) while the next one is processed
+                    ack = self._ack(slot, current.message, self._may_take_ahead(took_s))
                     ahead = asyncio.create_task(ack, name="consumer-ack")
                 current = following
         except asyncio.CancelledError:
@@ -114,7 +130,7 @@ class Slots:
             await ahead  # land the last ack before the drain pushes the list back
 
     def _may_take(self) -> bool:
-        return self._throttler is None and not self._stopping.is_set()
+        return self._throttler is None and not self._stopping.is_set() and not self._breaker.open
 
     def _may_take_ahead(self, took_s: float) -> bool:
         return self._s.concurrency == 1 and took_s < TAKE_AHEAD_BELOW_S and self._may_take()
@@ -128,25 +144,39 @@ class Slots:
             self.in_flight -= 1
             self._metrics.in_flight.set(self.in_flight)
 
-    async def _ack(self, message: bytes, take_next: bool) -> rq.Delivery | None:
-        return await self._handler.ack(message, take_next=take_next)
+    async def _ack(self, slot: int, message: bytes, take_next: bool) -> rq.Delivery | None:
+        async with self._ledger.door():
+            step = self._ledger.step(slot)
+            following = await self._handler.ack(message, take_next=take_next, step=step)
+            self._ledger.left(message)
+            self._ledger.took(following)
+        return following
 
-    async def _take_now(self) -> rq.Delivery | None:
-        try:
-            return await rq.take_now(self._redis, self._s.keys)
-        except QueueError:
-            return None  # the blocking take that follows reports and backs off
+    async def _take_now(self, slot: int) -> rq.Delivery | None:
+        async with self._ledger.door():
+            try:
+                delivery = await rq.take_now(self._redis, self._s.keys, self._ledger.step(slot))
+            except QueueError as e:
+                self._handler.redis_failed(e, 1)  # a lost reply may have taken one
+                return None  # the blocking take that follows reports and backs off
+            self._ledger.took(delivery)
+        return delivery
 
-    async def _take(self) -> rq.Delivery | None:
+    async def _take(self, slot: int) -> rq.Delivery | None:
         """Wait up to the take timeout for a message; back off after a Redis error."""
         if self._throttler is not None:
             await self._throttler.acquire()  # type: ignore[no-untyped-call]
-        try:
-            delivery = await rq.take(self._redis, self._s.keys, self._s.take_timeout_s)
-        except QueueError as e:
-            self._take_failures += 1
-            self._handler.redis_failed(e, self._take_failures)
+        async with self._ledger.door():
+            step = self._ledger.step(slot)
+            try:
+                delivery = await rq.take(self._redis, self._s.keys, self._s.take_timeout_s, step)
+            except QueueError as e:
+                self._take_failures += 1
+                self._handler.redis_failed(e, self._take_failures)
+                delivery = None
+            else:
+                self._take_failures = 0
+                self._ledger.took(delivery)
+        if delivery is None and self._take_failures:
             await self._handler.pause(self._handler.backoff_s(self._take_failures))
-            return None
-        self._take_failures = 0
         return delivery

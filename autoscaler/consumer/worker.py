@@ -15,8 +15,11 @@ cold stop
 
 The processing list, not this process's memory, is the truth about what is held: after
 the slots are stopped, the whole list goes back in one atomic script, so a message
-moved by a take whose reply never arrived is pushed back too. On start, the same list
-is requeued first: a previous incarnation with this id may have crashed holding some.
+moved by a take whose reply never arrived is pushed back too. While running, the ledger
+reconciles the list with what the slots hold after any Redis error and every
+``reconcile_interval_s`` (``ledger``). On start, the same list is requeued first: a
+previous incarnation with this id may have crashed holding some (the poison rule of
+``redisqueue.requeue`` applies).
 """
 
 from __future__ import annotations
@@ -34,9 +37,11 @@ from asyncio_throttle.throttler import Throttler
 from redis.asyncio import Redis
 
 from autoscaler import redisqueue as rq
+from autoscaler.consumer.breaker import Breaker
 from autoscaler.consumer.forward import Forwarder
 from autoscaler.consumer.handler import MessageHandler
 from autoscaler.consumer.heartbeat import Heartbeat
+from autoscaler.consumer.ledger import Ledger
 from autoscaler.consumer.logs import ConsumerLog
 from autoscaler.consumer.metrics import ConsumerMetrics, Outcome
 from autoscaler.consumer.settings import ConsumerSettings
@@ -84,11 +89,18 @@ class Worker:
         forwarder = Forwarder(session, settings.forward_url, settings.queue,
                               settings.consumer_id, settings.request_timeout_s)  # fmt: skip
         rng = rng or random.Random()
+        self.breaker = Breaker(
+            threshold=settings.breaker_threshold, backoff_s=settings.backoff_base_s,
+            max_backoff_s=settings.backoff_max_s, metrics=metrics, log=self._log, rng=rng,
+        )  # fmt: skip
+        self._ledger = Ledger()
         self._handler = MessageHandler(redis, forwarder, settings, metrics, self._log,
-                                       stopping=self._stopping, rng=rng)  # fmt: skip
+                                       stopping=self._stopping, rng=rng, breaker=self.breaker,
+                                       ledger=self._ledger)  # fmt: skip
         self._slots = Slots(
             redis, settings, self._handler, metrics, self._log, stopping=self._stopping,
             throttler=make_throttler(settings.rate_per_s), on_exit=self._task_done,
+            breaker=self.breaker, ledger=self._ledger,
         )  # fmt: skip
         registration = rq.Registration(
             settings.keys, settings.pod_name, secrets.token_hex(8),
@@ -96,13 +108,18 @@ class Worker:
         )  # fmt: skip
         self._heartbeat = Heartbeat(
             redis, registration, settings.heartbeat_interval_s, settings.lease_ms,
-            status=lambda: (self.state, self._slots.in_flight), on_command=self._on_command,
+            status=lambda: (self.state, len(self._ledger)), on_command=self._on_command,
             log=self._log,
         )  # fmt: skip
 
     @property
     def in_flight(self) -> int:
         return self._slots.in_flight
+
+    @property
+    def ready(self) -> bool:
+        """For the pod's readiness probe: taking messages, with a processor that answers."""
+        return self.state is ConsumerState.RUNNING and not self.breaker.open
 
     def request_drain(self) -> None:
         self._drain_requested = True
@@ -127,19 +144,54 @@ class Worker:
         """
         await self._heartbeat.beat()
         await self._recover()
+        await self._check_durability()
         self._log.info(
             "consuming: forward=%s concurrency=%d rate=%s",
             self._s.forward_url, self._s.concurrency, self._s.rate_per_s or "unlimited",
         )  # fmt: skip
         beat = asyncio.create_task(self._heartbeat.run(), name="consumer-heartbeat")
         beat.add_done_callback(self._task_done)  # without heartbeats the lease would expire
+        reconciler = asyncio.create_task(self._reconcile_forever(), name="consumer-reconcile")
+        reconciler.add_done_callback(self._task_done)
         try:
             await self._lifecycle()
         finally:
             await self._slots.cancel()
-            beat.cancel()
-            await asyncio.gather(beat, return_exceptions=True)
+            for task in (beat, reconciler):
+                task.cancel()
+            await asyncio.gather(beat, reconciler, return_exceptions=True)
         await self._farewell()
+
+    async def _check_durability(self) -> None:
+        """Warn (log, metric) when this Redis can lose messages; never fatal."""
+        try:
+            durability = await rq.read_durability(self._redis)
+        except QueueError as e:
+            self._log.warning("could not read the Redis persistence settings: %s", e)
+            return
+        self._metrics.risks(durability.risks())
+        for warning in durability.warnings():
+            self._log.warning("this Redis can lose messages: %s", warning)
+
+    async def _reconcile_forever(self) -> None:
+        """Return orphans of the processing list to the queue: after a Redis error (checked
+        every heartbeat interval) and every ``reconcile_interval_s``."""
+        next_at = time.monotonic() + self._s.reconcile_interval_s
+        while True:
+            await asyncio.sleep(self._s.heartbeat_interval_s)
+            if not self._ledger.dirty and time.monotonic() < next_at:
+                continue
+            next_at = time.monotonic() + self._s.reconcile_interval_s
+            try:
+                returned = await self._ledger.reconcile(self._redis, self._s.keys)
+            except QueueError:
+                continue  # still dirty: the next round tries again
+            if returned:
+                self._metrics.orphans.inc(returned)
+                self._log.warning(
+                    "returned %d messages to the queue that were in the processing list but "
+                    "held by no slot (a reply lost to a Redis fault)", returned,
+                )  # fmt: skip
 
     async def _recover(self) -> None:
         result = await rq.requeue(
@@ -147,11 +199,11 @@ class Worker:
             reason=f"delivered {self._s.max_deliveries} times; its consumer restarted",
             force=True,
         )  # fmt: skip
-        if result.requeued or result.dead_lettered:
+        if result.requeued or result.dead_lettered or result.quarantined:
             self._log.warning(
                 "returned %d messages a previous incarnation held to the queue "
-                "(%d dead-lettered after max deliveries)",
-                result.requeued, result.dead_lettered,
+                "(%d quarantined, %d dead-lettered after max deliveries)",
+                result.requeued + result.quarantined, result.quarantined, result.dead_lettered,
             )  # fmt: skip
 
     async def _lifecycle(self) -> None:
@@ -180,6 +232,7 @@ class Worker:
         held = self._slots.in_flight
         await self._slots.cancel()
         pushed = await self._push_back_all()
+        self._ledger.clear()
         self._set_state(ConsumerState.DRAINED)
         self._log.info(
             "drained in %.1fs: %d messages interrupted, %d pushed back to the queue",
@@ -212,8 +265,9 @@ class Worker:
                 self._handler.redis_failed(e, attempt)
                 await asyncio.sleep(self._handler.backoff_s(attempt))
                 continue
-            self._metrics.count(Outcome.PUSHED_BACK, result.requeued)
-            return result.requeued
+            pushed = result.requeued + result.quarantined
+            self._metrics.count(Outcome.PUSHED_BACK, pushed)
+            return pushed
         self.failed = True
         self._log.error(
             "could not push back held messages: they stay in %s for a restart or the reaper",

@@ -1,6 +1,11 @@
-"""The controller: the asyncio loop that wires sources → policy → drain → targets."""
+"""The controller: the asyncio loop that drives sources → policy → drain → targets.
 
-from autoscaler.controller.loop import Controller, Drainer
+It receives its collaborators (sources, a target factory, the drain protocol, the reaper,
+metrics) from ``autoscaler.app``, which wires them.
+"""
+
+from autoscaler.controller.loop import Controller
+from autoscaler.controller.memory import MemoryWatch
 from autoscaler.controller.workload import Workload
 
-__all__ = ["Controller", "Drainer", "Workload"]
+__all__ = ["Controller", "MemoryWatch", "Workload"]

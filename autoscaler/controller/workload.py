@@ -9,13 +9,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from math import nan as NAN
 
 from prometheus_client import Counter
 
-from autoscaler.config import parse_spec
+from autoscaler.annotations import in_namespace, parse_spec
 from autoscaler.errors import InvalidSpecError
-from autoscaler.policy import Decision, PolicyState, Reading, ScalingSpec
-from autoscaler.targets import Target, WorkloadRef
+from autoscaler.policy import Decision, PolicyState, Reading, Reason, ScalingSpec
+from autoscaler.targets import Target
+from autoscaler.workload import WorkloadRef
 
 
 @dataclass(slots=True)  # compact: the loop walks 10,000 of them per cycle
@@ -39,8 +41,33 @@ class Workload:
     # decisions{reason=last reason} of this workload, kept to count steady cycles cheaply
     decision_counter: Counter | None = None
     reported_error: str | None = None  # the invalid-spec message already sent as an Event
+    reported_secret: str | None = None  # the credentials problem already sent as an Event
     reported_conflict: str | None = None
     failures: int = 0  # unexpected errors in a row, for backoff
+    # What the operator was last told (controller.report): the decision in substance,
+    # each failing trigger's cause, each condition's (status, lastTransitionTime).
+    reported: tuple[object, ...] | None = None
+    trigger_errors: dict[str, str] = field(default_factory=dict)
+    conditions: dict[str, tuple[bool, str]] = field(default_factory=dict)
+
+    # ---- read by the per-workload gauges when scraped (``metrics.Observed``) -----------
+
+    def desired(self) -> float:
+        return NAN if self.last_decision is None else self.last_decision.replicas
+
+    def current_replicas(self) -> float:
+        return NAN if self.last_decision is None else self.current
+
+    def fallback(self) -> float:
+        d = self.last_decision
+        return NAN if d is None else float(d.reason is Reason.FALLBACK_ACTIVE)
+
+    def reading(self, index: int, field: str) -> float:
+        readings = self.last_readings
+        if readings is None or index >= len(readings):
+            return NAN
+        value = getattr(readings[index], field)
+        return NAN if value is None else float(value)
 
     @property
     def busy(self) -> bool:
@@ -56,7 +83,7 @@ class Workload:
             return False
         self.annotations = dict(annotations)
         try:
-            spec = parse_spec(annotations)
+            spec = in_namespace(parse_spec(annotations), self.ref.namespace)
         except InvalidSpecError as e:
             self.spec, self.error = None, e
             return True
@@ -66,21 +93,30 @@ class Workload:
             self.state = PolicyState()  # new rules: start the windows afresh
             self.last_decision, self.last_readings, self.skipped_at = None, None, None
             self.steady_decision = None
+            self.reported = None
         return changed
 
 
 def status_of(
     decision: Decision, readings: list[Reading], names: list[str], at: float
 ) -> dict[str, object]:
-    """The JSON recorded in the ``queue-autoscaler.io/status`` annotation."""
+    """The JSON recorded in the ``queue-autoscaler.io/status`` annotation (``autoscaler
+    status`` reads it): the decision, each trigger's reading, and the queues' backlog and
+    in-flight totals (None when no queue trigger reports them) as of that decision."""
+    backlogs = [r.backlog for r in readings if r.backlog is not None]
+    held = [r.in_flight for r in readings if r.in_flight is not None]
     return {
         "desired": decision.replicas,
         "current": decision.current,
         "reason": str(decision.reason),
         "message": decision.message,
+        "active": decision.active,
+        "triggers": names,
         "readings": {
             name: (r.value if r.value is not None else f"error: {r.error}")
             for name, r in zip(names, readings, strict=True)
         },
+        "backlog": sum(backlogs) if backlogs else None,
+        "inFlight": sum(held) if held else None,
         "time": at,
     }

@@ -10,12 +10,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import math
 import signal
 import sys
 from pathlib import Path
 from typing import Any
 
+from autoscaler.argtypes import (
+    fraction,
+    log_level,
+    non_negative_int,
+    output_dir,
+    plot_file,
+    port,
+    positive_float,
+    positive_int,
+    redis_url,
+)
+from autoscaler.errors import InputError
 from autoscaler.logs import configure
 
 logger = logging.getLogger(__name__)
@@ -34,18 +45,21 @@ def register(subparsers: Any) -> None:
         "cooldown 5s, scale-up straight to the needed size.",
     )
     add = parser.add_argument
-    add("--messages", type=_positive, default=1000, help="messages to push (default 1000)")
+    add("--messages", type=positive_int, default=1000, help="messages to push (default 1000)")
     add("--pattern", choices=("burst", "steady", "spiky"), default="burst",
         help="arrival shape (default burst: three bursts)")  # fmt: skip
-    add("--redis-url", help="use this Redis (default: start a private redis-server from PATH)")
-    add("--metrics-port", type=int, default=0,
+    add("--redis-url", type=redis_url,
+        help="use this Redis (default: start a private redis-server from PATH)")  # fmt: skip
+    add("--metrics-port", type=port, default=0,
         help="serve the controller's /metrics here (default 0: a free port, shown)")  # fmt: skip
     add("--duration", type=positive_float, metavar="SECONDS", help="stop after this long at most")
     add("--forever", action="store_true", help="repeat the workload until Ctrl-C")
     add("--json", action="store_true",
-        help="print the summary as one JSON object on the last line of stdout")  # fmt: skip
-    add("--plot", type=Path, metavar="FILE.png", help="write a timeline of backlog and replicas")
-    add("--export", type=Path, metavar="DIR",
+        help="print only the summary, as one JSON object, on stdout (the rest goes to "
+        "stderr): `demo --json | jq`")  # fmt: skip
+    add("--plot", type=plot_file, metavar="FILE.png|.svg|.pdf",
+        help="write a timeline of backlog and replicas (format from the extension)")  # fmt: skip
+    add("--export", type=output_dir, metavar="DIR",
         help="write trace.csv and spec.yaml for `autoscaler simulate` to replay")  # fmt: skip
     add("--chaos", action="store_true", help="SIGKILL random replicas every 2-5 s")
     add("--seed", type=int, help="seed for --chaos")
@@ -54,17 +68,24 @@ def register(subparsers: Any) -> None:
     add("--latency-p95-ms", type=positive_float, default=500.0,
         help="its 95th percentile (default 500)")  # fmt: skip
     add("--failure-rate", type=fraction, default=0.02, help="share of HTTP 500s (default 0.02)")
-    add("--concurrency", type=_positive, default=1, help="messages per sidecar (default 1)")
-    add("--messages-per-replica", type=_positive, default=10, help="the target (default 10)")
-    add("--min-replicas", type=_non_negative, default=1, help="default 1")
-    add("--max-replicas", type=_positive, default=8, help="default 8")
+    add("--concurrency", type=positive_int, default=1, help="messages per sidecar (default 1)")
+    add("--messages-per-replica", type=positive_int, default=10, help="the target (default 10)")
+    add("--min-replicas", type=non_negative_int, default=1, help="default 1")
+    add("--max-replicas", type=positive_int, default=8, help="default 8")
     add("--log-dir", type=Path, help="keep the replicas' and controller's logs here")
-    add("--log-level", default="WARNING", help="controller log level on stderr (default WARNING)")
+    add("--log-level", type=log_level, default="WARNING",
+        help="controller log level on stderr (default WARNING)")  # fmt: skip
     parser.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
-    from autoscaler.demo.run import DemoOptions, run_demo
+    # Imported here: `autoscaler --help` must not load the demo (nor rich, an extra).
+    try:
+        from autoscaler.demo.run import DemoOptions, run_demo
+    except ModuleNotFoundError as e:
+        if e.name != "rich":
+            raise
+        raise InputError("the demo needs its extra: pip install 'queue-autoscaler[demo]'") from e
 
     configure("text", args.log_level)
     options = DemoOptions(
@@ -83,37 +104,11 @@ def main(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         try:
-            return await run_demo(options, stop, sys.stdout)
+            # With --json, stdout carries the JSON only; everything else goes to stderr.
+            return await run_demo(options, stop, sys.stderr if args.json else sys.stdout,
+                                  json_out=sys.stdout)  # fmt: skip
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
 
     return asyncio.run(guarded())
-
-
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0: {text!r}")
-    return value
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    value = float(text)
-    if not 0 < value < math.inf:
-        raise argparse.ArgumentTypeError(f"must be a number > 0: {text!r}")
-    return value
-
-
-def fraction(text: str) -> float:
-    value = float(text)
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1: {text!r}")
-    return value

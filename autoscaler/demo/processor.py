@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from redis.asyncio import Redis
 
-from autoscaler.demo import fraction, positive_float
+from autoscaler.argtypes import fraction, positive_float
+from autoscaler.redisconn import make_client
 
 RECORD_KEY = "demo:processed"
 P95_Z = 1.6448536269514722  # the standard normal's 95th percentile
@@ -107,7 +108,7 @@ def processor_from_args(args: argparse.Namespace, redis: Redis | None) -> Proces
 
 
 async def _main(args: argparse.Namespace) -> int:
-    redis = Redis.from_url(args.redis_url) if args.redis_url else None
+    redis = make_client(args.redis_url) if args.redis_url else None
     runner, port = await serve(processor_from_args(args, redis), args.host, args.port)
     print(f"listening on {args.host}:{port}", flush=True)
     stop = asyncio.Event()

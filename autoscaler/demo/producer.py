@@ -28,6 +28,7 @@ from importlib import resources
 from redis.asyncio import Redis
 
 from autoscaler.aio import guarded
+from autoscaler.redisconn import make_client
 
 PATTERNS = ("burst", "steady", "spiky")
 RATE_PER_S = 20.0  # messages per second of span: a 1,000-message job spans 50 s
@@ -113,7 +114,7 @@ async def produce(
 
 
 async def _main(args: argparse.Namespace) -> int:
-    redis = Redis.from_url(args.redis_url)
+    redis = make_client(args.redis_url)
     try:
         out = await produce(
             redis, args.queue, schedule(args.pattern, args.messages), load_cities(), Produced()

@@ -1,4 +1,4 @@
-"""One demo replica: the coupled pod of DESIGN.md, as one process group on this machine.
+"""One demo replica: the coupled pod (processor + sidecar), as one process group here.
 
 This launcher serves the sample processor itself (``demo.processor``, on a free loopback
 port) and runs the real sidecar, ``autoscaler consume --forward`` to it, as a child. The
@@ -17,9 +17,8 @@ import contextlib
 import signal
 import sys
 
-from redis.asyncio import Redis
-
 from autoscaler.demo.processor import RECORD_KEY, add_arguments, processor_from_args, serve
+from autoscaler.redisconn import make_client
 
 
 def sidecar_argv(args: argparse.Namespace, port: int) -> list[str]:
@@ -38,7 +37,7 @@ def sidecar_argv(args: argparse.Namespace, port: int) -> list[str]:
 
 
 async def run(args: argparse.Namespace) -> int:
-    redis = Redis.from_url(args.redis_url)
+    redis = make_client(args.redis_url)
     runner, port = await serve(processor_from_args(args, redis), "127.0.0.1", 0)
     try:
         sidecar = await asyncio.create_subprocess_exec(*sidecar_argv(args, port))

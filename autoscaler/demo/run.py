@@ -20,28 +20,35 @@ import secrets
 import shutil
 import sys
 import tempfile
+import textwrap
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TextIO
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
-from autoscaler.config import parse_spec
+from autoscaler.annotations import parse_spec
+from autoscaler.app.local import LocalRun
 from autoscaler.demo import summary as summ
 from autoscaler.demo.producer import Produced, load_cities, produce, schedule
 from autoscaler.demo.redisserver import PrivateRedis, free_port
 from autoscaler.demo.view import Display, Sample, Sampler
-from autoscaler.errors import InputError, InvalidSpecError
+from autoscaler.errors import AutoscalerError, InputError, InvalidSpecError
 from autoscaler.keys import dead_letter_key
 from autoscaler.logs import log_event
-from autoscaler.targets.local import LocalTarget
-from autoscaler.targets.localfile import LocalWorkload
-from autoscaler.targets.localrun import LocalRun
+from autoscaler.metrics import DrainStage
+from autoscaler.redisconn import make_client
+from autoscaler.remote import redact_url
+from autoscaler.targets.local.file import LocalWorkload
+from autoscaler.targets.local.target import LocalTarget
 
 logger = logging.getLogger(__name__)
 
 SAMPLE_S = 0.5
+PING_TIMEOUT_S = 5.0
+BANNER_WIDTH = 100
 
 
 @dataclass(frozen=True)
@@ -104,8 +111,14 @@ def demo_workload(o: DemoOptions, queue: str, record_key: str, tag: str = "") ->
     return LocalWorkload(f"cities{tag}", keys, spec, command, env, where="demo")
 
 
-async def run_demo(o: DemoOptions, stop: asyncio.Event, out: TextIO = sys.stdout) -> int:
-    """The whole demo; the exit code (1 if a message was lost, 130 if interrupted)."""
+async def run_demo(
+    o: DemoOptions, stop: asyncio.Event, out: TextIO = sys.stdout, json_out: TextIO | None = None
+) -> int:
+    """The whole demo; the exit code (1 if a message was lost, 130 if interrupted).
+
+    ``out`` takes the banner, the view and the text summary; ``json_out`` (default
+    ``out``) the ``--json`` line, so that a pipe can get the JSON alone.
+    """
     server = None if o.redis_url else await PrivateRedis.start()
     url = o.redis_url or (server.url if server else "")
     log_dir = o.log_dir or Path(tempfile.mkdtemp(prefix="autoscaler-demo-"))
@@ -113,9 +126,9 @@ async def run_demo(o: DemoOptions, stop: asyncio.Event, out: TextIO = sys.stdout
     if out.isatty() and not o.json:  # the live view owns the terminal: logs go to a file
         _log_to(log_dir / "controller.log")
     try:
-        return await Demo(o, url, tag="" if server else "-" + secrets.token_hex(3)).run(
-            stop, out, log_dir
-        )
+        demo = Demo(o, url, tag="" if server else "-" + secrets.token_hex(3))
+        demo.json_out = json_out or out
+        return await demo.run(stop, out, log_dir)
     finally:
         if server is not None:
             await server.stop()
@@ -134,10 +147,15 @@ class Demo:
         self.produced = Produced()
         self.rng = random.Random(o.seed)
         self.finished_at: float | None = None
+        self.json_out: TextIO = sys.stdout
 
     async def run(self, stop: asyncio.Event, out: TextIO, log_dir: Path) -> int:
-        redis = Redis.from_url(self.redis_url)
         try:
+            redis = make_client(self.redis_url)  # credentials from REDIS_PASSWORD(_FILE)
+        except AutoscalerError as e:
+            raise InputError(f"--redis-url: {e}") from e
+        try:
+            await _ping(redis, self.redis_url)
             return await self._run(redis, stop, out, log_dir)
         finally:
             await redis.aclose()
@@ -147,7 +165,8 @@ class Demo:
                          grace_period_s=20.0, reap_interval_s=2.0)  # fmt: skip
         target = next(iter(local.inventory.targets.values()))
         sampler = Sampler(redis, self.queue, self.record_key, dead_letter_key(self.queue), target,
-                          lambda: _desired(local, target))  # fmt: skip
+                          lambda: _desired(local, target),
+                          lambda: _drain_outcomes(local, target))  # fmt: skip
         port = self.o.metrics_port or free_port()
         tasks: list[asyncio.Task[None]] = []
         started = time.monotonic()
@@ -177,15 +196,20 @@ class Demo:
             async for key in redis.scan_iter(match=f"*{self.tag}*"):
                 await redis.delete(key)
         result = replace(result, drains=drains[0], undrained_removals=drains[1])
-        self._report(result, sampler.series, out)
+        self._report(result, sampler, out)
         return 1 if result.lost else 130 if interrupted else 0
 
     def _banner(self, out: TextIO, port: int, log_dir: Path) -> None:
+        """Short lines (≤ 100 columns, wrapped): a terminal of any width shows them whole."""
         spec = ", ".join(f"{k}={v}" for k, v in self.workload.spec_keys.items())
-        print(f"demo: redis {self.redis_url}  metrics http://127.0.0.1:{port}/metrics  "
-              f"logs {log_dir}", file=out)  # fmt: skip
-        print(f"demo: {self.o.messages} messages, pattern {self.o.pattern}; spec {spec}", file=out)
-        out.flush()
+        lines = [
+            f"demo: redis {redact_url(self.redis_url)}",
+            f"demo: metrics http://127.0.0.1:{port}/metrics",
+            f"demo: logs {log_dir}",
+            f"demo: {self.o.messages} messages, pattern {self.o.pattern}",
+            *textwrap.wrap(f"demo: spec {spec}", BANNER_WIDTH, subsequent_indent="      "),
+        ]
+        print("\n".join(lines), file=out, flush=True)
 
     async def _produce(self, redis: Redis) -> None:
         plan = schedule(self.o.pattern, self.o.messages)
@@ -211,7 +235,9 @@ class Demo:
         """Sample and show until done, the duration, or a stop; True if stopped."""
         live = out.isatty() and not self.o.json
         title = f"queue-autoscaler demo — {self.workload.name}"
-        with Display(out, live=live, title=title, max_replicas=self.o.max_replicas) as display:
+        planned = None if self.o.forever else self.o.messages
+        with Display(out, live=live, title=title, max_replicas=self.o.max_replicas,
+                     planned=planned) as display:  # fmt: skip
             while True:
                 sample = await sampler.sample()
                 display.show(sample, len(self.produced.ids))
@@ -240,16 +266,17 @@ class Demo:
             and not target.removing
         )
 
-    def _report(self, result: summ.Summary, series: list[Sample], out: TextIO) -> None:
-        if self.o.plot is not None and series:
-            summ.plot(series, self.o.plot, f"autoscaler demo: {self.o.messages} messages, "
-                      f"{self.o.pattern}")  # fmt: skip
+    def _report(self, result: summ.Summary, sampler: Sampler, out: TextIO) -> None:
+        print(result.text(), file=out, flush=True)  # first: a failing plot must not hide it
+        if self.o.plot is not None and sampler.series:
+            summ.plot(sampler.series, self.o.plot, f"autoscaler demo: {self.o.messages} "
+                      f"messages, {self.o.pattern}", marks=sampler.marks)  # fmt: skip
+            print(f"demo: plot written to {self.o.plot}", file=out)
         if self.o.export is not None:
             self._export(self.o.export, out, result.startup_p50_s)
-        print(result.text(), file=out)
-        if self.o.json:
-            print(json.dumps(result.as_json()), file=out)
         out.flush()
+        if self.o.json:
+            print(json.dumps(result.as_json()), file=self.json_out, flush=True)
 
     def _export(self, folder: Path, out: TextIO, startup_s: float | None) -> None:
         """The arrivals trace and the spec, for ``autoscaler simulate`` to replay."""
@@ -265,6 +292,16 @@ class Demo:
               f"--startup-delay {startup_s or 1:g}", file=out)  # fmt: skip
 
 
+async def _ping(redis: Redis, url: str) -> None:
+    """Fail now, in one line, when the Redis of ``--redis-url`` cannot be reached."""
+    try:
+        async with asyncio.timeout(PING_TIMEOUT_S):
+            await redis.ping()
+    except (RedisError, OSError, TimeoutError) as e:
+        why = str(e) or type(e).__name__
+        raise InputError(f"--redis-url: {redact_url(url)}: cannot connect: {why}") from None
+
+
 def _log_to(path: Path) -> None:
     for handler in logging.getLogger().handlers:
         if isinstance(handler, logging.StreamHandler):
@@ -275,9 +312,20 @@ def _drain_counts(local: LocalRun, target: LocalTarget) -> tuple[int, int]:
     """(drains acknowledged, replicas removed undrained) from the controller's metrics."""
     labels = {"namespace": target.ref.namespace, "workload": target.ref.name}
     get = local.registry.get_sample_value
-    acknowledged = get("queue_autoscaler_drains_total", {**labels, "stage": "acknowledged"})
+    stage = {"stage": DrainStage.ACKNOWLEDGED}
+    acknowledged = get("queue_autoscaler_drains_total", {**labels, **stage})
     undrained = get("queue_autoscaler_undrained_pod_removals_total", labels)
     return int(acknowledged or 0), int(undrained or 0)
+
+
+def _drain_outcomes(local: LocalRun, target: LocalTarget) -> dict[str, int]:
+    """Drains so far by outcome stage, from the controller's ``drains_total``."""
+    labels = {"namespace": target.ref.namespace, "workload": target.ref.name}
+    get = local.registry.get_sample_value
+    return {
+        stage: int(get("queue_autoscaler_drains_total", {**labels, "stage": stage}) or 0)
+        for stage in (DrainStage.ACKNOWLEDGED, DrainStage.CANCELLED, DrainStage.TIMED_OUT)
+    }
 
 
 def _desired(local: LocalRun, target: LocalTarget) -> int | None:

@@ -3,9 +3,11 @@
 - ``KubeClient`` (``client``): throttled (QPS/burst), retried (429/5xx/connection; 409 only
   in ``read_modify_write``), errors translated to ``autoscaler.errors.KubeError``.
 - ``WorkloadWatcher`` (``workloads``): list + watch of the annotated Deployments and
-  StatefulSets and of the HPAs, as ``WorkloadEvent``s.
+  StatefulSets and of the HPAs, as ``WorkloadEvent``s; ``list_annotated_workloads`` lists
+  them once (``autoscaler check --cluster``), through the same client and selector.
 - ``LeaderElector`` (``leader``): leader election on a ``coordination.k8s.io/v1`` Lease.
-- ``operations``: the ``/scale``, pod, Event and annotation calls ``KubeTarget`` makes.
+- ``operations``: the ``/scale``, pod, Event and annotation calls ``KubeTarget`` makes;
+  ``events``: Events on a workload, counted like client-go's recorder does.
 
 No ``kubernetes.*`` or ``aiohttp.*`` exception leaves this package.
 """
@@ -18,7 +20,7 @@ from autoscaler.kube.leader import (
     default_namespace,
 )
 from autoscaler.kube.listwatch import WatchSettings
-from autoscaler.kube.workloads import WorkloadWatcher
+from autoscaler.kube.workloads import WorkloadWatcher, list_annotated_workloads
 
 __all__ = [
     "ClientSettings",
@@ -29,4 +31,5 @@ __all__ = [
     "WorkloadWatcher",
     "default_identity",
     "default_namespace",
+    "list_annotated_workloads",
 ]

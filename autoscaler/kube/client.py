@@ -42,9 +42,10 @@ from autoscaler.aio import guarded
 from autoscaler.errors import KubeConflictError, KubeError, KubeTransientError, truncate
 from autoscaler.logs import log_event
 from autoscaler.metrics import ControllerMetrics
+from autoscaler.remote import backoff_delay
 
 from .responses import Obj as Obj
-from .responses import RetryAfterError, backoff_delay, error_from_status, events
+from .responses import RetryAfterError, error_from_status, events
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +99,18 @@ def _raw(method: ApiMethod) -> ApiMethod:
     return raw  # type: ignore[no-any-return]
 
 
+def kubeconfig_path(kubeconfig: str | os.PathLike[str] | None) -> str | os.PathLike[str] | None:
+    """``kubeconfig``, else ``$KUBECONFIG``, else None in a cluster, else ``~/.kube/config``;
+    ``KubeError`` when there is none of them."""
+    path = kubeconfig or os.environ.get("KUBECONFIG")
+    in_cluster = not path and bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+    if not path and not in_cluster and (Path.home() / ".kube" / "config").exists():
+        path = Path.home() / ".kube" / "config"
+    if not path and not in_cluster:
+        raise KubeError("no kubeconfig (--kubeconfig, KUBECONFIG) and not in a cluster")
+    return path or None
+
+
 class KubeClient:
     """Throttled, retried access to the API; ``apps``/``core``/... are the generated APIs.
 
@@ -142,12 +155,7 @@ class KubeClient:
     ) -> KubeClient:
         """From ``kubeconfig``, else ``$KUBECONFIG``, else in-cluster, else ``~/.kube/config``."""
         configuration = k8s.Configuration()
-        path = kubeconfig or os.environ.get("KUBECONFIG")
-        in_cluster = not path and bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
-        if not path and not in_cluster and (Path.home() / ".kube" / "config").exists():
-            path = Path.home() / ".kube" / "config"
-        if not path and not in_cluster:
-            raise KubeError("no kubeconfig (--kubeconfig, KUBECONFIG) and not in a cluster")
+        path = kubeconfig_path(kubeconfig)
         try:
             if path:
                 await k8s_config.load_kube_config(  # type: ignore[no-untyped-call]

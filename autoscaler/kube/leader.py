@@ -16,7 +16,7 @@ the Lease (empty holder, ``leaseDurationSeconds: 1``) so a standby takes over wi
 retry period instead of one lease duration.
 
 ``kubernetes.aio``'s bundled ``leaderelection`` is not used: its LeaseLock fails (it passes
-``pretty=True`` where a string is expected), see NOTES.
+``pretty=True`` where a string is expected; ``docs/keda-hpa-baseline.md``).
 """
 
 from __future__ import annotations

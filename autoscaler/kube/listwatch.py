@@ -18,9 +18,9 @@ from typing import Any
 
 from autoscaler.errors import KubeError
 from autoscaler.logs import log_event
+from autoscaler.remote import backoff_delay
 
 from .client import ApiMethod, KubeClient, Obj
-from .responses import backoff_delay
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +44,30 @@ class Resource:
     list_all: ApiMethod
     list_namespaced: ApiMethod
     label_selector: str | None
+
+
+async def list_pages(
+    kube: KubeClient, resource: Resource, namespace: str | None, page_size: int
+) -> tuple[list[Obj], str | None]:
+    """Every item of ``resource`` in ``namespace`` (None: all), read in pages of
+    ``page_size``; and the resourceVersion of the snapshot (the first page's)."""
+    method, args = (
+        (resource.list_all, ()) if namespace is None else (resource.list_namespaced, (namespace,))
+    )
+    items: list[Obj] = []
+    token: str | None = None
+    version: str | None = None
+    while True:
+        extra: dict[str, Any] = {"_continue": token} if token else {}
+        page = await kube.call(
+            method, *args, label_selector=resource.label_selector, limit=page_size, **extra
+        )
+        meta = page.get("metadata") or {}
+        version = version or meta.get("resourceVersion")  # a paged list is one snapshot
+        items.extend(page.get("items") or [])
+        token = meta.get("continue")
+        if not token:
+            return items, version
 
 
 class ListWatch:
@@ -74,25 +98,9 @@ class ListWatch:
         return self.resource.list_namespaced, (self.namespace,)
 
     async def relist(self) -> None:
-        method, args = self._method()
-        items: list[Obj] = []
-        token: str | None = None
-        version: str | None = None
-        while True:
-            extra: dict[str, Any] = {"_continue": token} if token else {}
-            page = await self.kube.call(
-                method,
-                *args,
-                label_selector=self.resource.label_selector,
-                limit=self.settings.page_size,
-                **extra,
-            )
-            meta = page.get("metadata") or {}
-            version = version or meta.get("resourceVersion")  # a paged list is one snapshot
-            items.extend(page.get("items") or [])
-            token = meta.get("continue")
-            if not token:
-                break
+        items, version = await list_pages(
+            self.kube, self.resource, self.namespace, self.settings.page_size
+        )
         await self.on_list(items)
         self.resource_version = version
         log_event(logger, "listed", scope=self.scope, items=len(items), resource_version=version)

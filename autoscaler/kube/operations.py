@@ -3,7 +3,8 @@
 Thin on purpose: each is one ``KubeClient.call`` returning the JSON object, so the
 target logic (``autoscaler.targets.kubernetes``) never names a generated method. Patches
 are JSON merge patches (RFC 7386): ``None`` deletes a key, and a patch carrying
-``metadata.resourceVersion`` is conditional (409 when stale).
+``metadata.resourceVersion`` is conditional (409 when stale); a conditional ``/scale`` is a
+JSON patch with a ``test``.
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from autoscaler.errors import KubeError
-from autoscaler.targets import WorkloadRef
+from autoscaler.workload import WorkloadRef
 
 from .client import MERGE_PATCH, ApiMethod, KubeClient, Obj
 
 API_VERSIONS = {"Deployment": "apps/v1", "StatefulSet": "apps/v1", "ReplicaSet": "apps/v1"}
+JSON_PATCH = "application/json-patch+json"
 _SNAKE = {"Deployment": "deployment", "StatefulSet": "stateful_set", "ReplicaSet": "replica_set"}
 
 
@@ -33,11 +35,24 @@ async def read_scale(kube: KubeClient, ref: WorkloadRef) -> Obj:
     return await kube.call(method, ref.name, ref.namespace)
 
 
-async def patch_scale(kube: KubeClient, ref: WorkloadRef, replicas: int) -> Obj:
-    """Set ``spec.replicas`` through the ``/scale`` subresource; returns the new Scale."""
+async def patch_scale(
+    kube: KubeClient, ref: WorkloadRef, replicas: int, *, expected: int | None = None
+) -> Obj:
+    """Set ``spec.replicas`` through the ``/scale`` subresource; returns the new Scale.
+
+    With ``expected``, a JSON patch (RFC 6902) whose ``test`` of ``/spec/replicas`` makes
+    the write conditional: the API server applies it atomically to the current object and
+    answers 422 when the test fails (someone else scaled meanwhile).
+    """
     method = _apps(kube, ref.kind, "patch_namespaced_{}_scale")
-    body = {"spec": {"replicas": replicas}}
-    return await kube.call(method, ref.name, ref.namespace, body, _content_type=MERGE_PATCH)
+    if expected is None:
+        body: Any = {"spec": {"replicas": replicas}}
+        return await kube.call(method, ref.name, ref.namespace, body, _content_type=MERGE_PATCH)
+    body = [
+        {"op": "test", "path": "/spec/replicas", "value": expected},
+        {"op": "replace", "path": "/spec/replicas", "value": replicas},
+    ]
+    return await kube.call(method, ref.name, ref.namespace, body, _content_type=JSON_PATCH)
 
 
 async def patch_workload_annotations(

@@ -1,4 +1,4 @@
-"""The response side of an API call: status → ``KubeError``, Retry-After, backoff, watch events.
+"""The response side of an API call: status → ``KubeError``, Retry-After, watch events.
 
 A ``Status`` body's reason and message go into the error text, truncated (kopf: 256 chars).
 429 and 5xx are ``KubeTransientError`` (a ``RetryAfterError`` carrying the server's
@@ -9,7 +9,6 @@ rest (400, 401, 403, 410, 422 …) plain ``KubeError`` with ``status`` set.
 from __future__ import annotations
 
 import json
-import random
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -32,12 +31,6 @@ class RetryAfterError(KubeTransientError):
     def __init__(self, message: str, status: int, retry_after_s: float | None) -> None:
         super().__init__(message, status)
         self.retry_after_s = retry_after_s
-
-
-def backoff_delay(attempt: int, initial_s: float, max_s: float, rng: random.Random) -> float:
-    """Exponential backoff with "equal jitter": half fixed, half random (attempt ≥ 1)."""
-    ceiling = min(max_s, initial_s * 2.0 ** (attempt - 1))
-    return ceiling / 2 + rng.uniform(0, ceiling / 2)
 
 
 def error_from_status(

@@ -20,13 +20,14 @@ import inspect
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
-from autoscaler.config import ENABLED_LABEL, PREFIX, STATUS_ANNOTATION
+from autoscaler.annotations import ANNOTATION_PREFIX, ENABLED_LABEL, STATUS_ANNOTATION
 from autoscaler.errors import KubeError
 from autoscaler.logs import log_event
-from autoscaler.targets import WorkloadEvent, WorkloadRef
+from autoscaler.workload import WorkloadEvent, WorkloadRef
 
 from .client import KubeClient, Obj
-from .listwatch import ListWatch, Resource, WatchSettings
+from .listwatch import ListWatch, Resource, WatchSettings, list_pages
+from .operations import API_VERSIONS
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +47,43 @@ def _hpa_target(obj: Obj) -> WorkloadRef | None:
     return WorkloadRef(
         (obj.get("metadata") or {}).get("namespace", ""), target["name"], target["kind"]
     )
+
+
+ENABLED_SELECTOR = f"{ENABLED_LABEL}=true"  # selected server-side
+
+
+def workload_resources(kube: KubeClient) -> tuple[Resource, ...]:
+    """The kinds the controller scales, selected by the ``enabled`` label."""
+    apps = kube.apps
+    return (
+        Resource(
+            "Deployment",
+            apps.list_deployment_for_all_namespaces,
+            apps.list_namespaced_deployment,
+            ENABLED_SELECTOR,
+        ),
+        Resource(
+            "StatefulSet",
+            apps.list_stateful_set_for_all_namespaces,
+            apps.list_namespaced_stateful_set,
+            ENABLED_SELECTOR,
+        ),
+    )
+
+
+async def list_annotated_workloads(
+    kube: KubeClient, namespaces: Sequence[str] = (), *, page_size: int = 500
+) -> list[Obj]:
+    """One listing of the labelled workloads (``autoscaler check --cluster``): the objects
+    as the API sent them (camelCase, as in a manifest), with the ``apiVersion`` and ``kind``
+    that list responses leave out of their items. ``namespaces`` empty: all of them."""
+    workloads: list[Obj] = []
+    for resource in workload_resources(kube):
+        for namespace in tuple(dict.fromkeys(namespaces)) or (None,):
+            items, _ = await list_pages(kube, resource, namespace, page_size)
+            api_version = API_VERSIONS[resource.kind]
+            workloads += [{"apiVersion": api_version, "kind": resource.kind, **o} for o in items]
+    return workloads
 
 
 class WorkloadWatcher:
@@ -73,22 +111,8 @@ class WorkloadWatcher:
         self.emitted: dict[WorkloadRef, WorkloadEvent] = {}
         self.statuses: dict[WorkloadRef, str] = {}  # our status annotation, as last seen
         self.hpas: dict[HpaKey, WorkloadRef] = {}
-        selector = f"{ENABLED_LABEL}=true"
-        apps, autoscaling = kube.apps, kube.autoscaling
-        self.resources = (
-            Resource(
-                "Deployment",
-                apps.list_deployment_for_all_namespaces,
-                apps.list_namespaced_deployment,
-                selector,
-            ),
-            Resource(
-                "StatefulSet",
-                apps.list_stateful_set_for_all_namespaces,
-                apps.list_namespaced_stateful_set,
-                selector,
-            ),
-        )
+        self.resources = workload_resources(kube)
+        autoscaling = kube.autoscaling
         self.hpa_resource = Resource(
             "HorizontalPodAutoscaler",
             autoscaling.list_horizontal_pod_autoscaler_for_all_namespaces,
@@ -143,7 +167,9 @@ class WorkloadWatcher:
     async def _upsert(self, ref: WorkloadRef, obj: Obj) -> None:
         annotations = (obj.get("metadata") or {}).get("annotations") or {}
         ours = {
-            k: v for k, v in annotations.items() if k.startswith(PREFIX) and k != STATUS_ANNOTATION
+            k: v
+            for k, v in annotations.items()
+            if k.startswith(ANNOTATION_PREFIX) and k != STATUS_ANNOTATION
         }
         replicas = (obj.get("spec") or {}).get("replicas")
         self.workloads[ref] = (ours, 1 if replicas is None else int(replicas))

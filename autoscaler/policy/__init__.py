@@ -10,6 +10,7 @@ from autoscaler.policy.core import (
 )
 from autoscaler.policy.spec import (
     PrometheusTrigger,
+    RedisStreamTrigger,
     RedisTrigger,
     ScaleUpRule,
     ScalingSpec,
@@ -24,6 +25,7 @@ __all__ = [
     "RateEstimate",
     "Reading",
     "Reason",
+    "RedisStreamTrigger",
     "RedisTrigger",
     "ScaleUpRule",
     "ScalingSpec",

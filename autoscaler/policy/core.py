@@ -13,8 +13,11 @@ cooldown to zero, fallback on errors):
 3. clamp to [min, max]; a scale-up is capped by the scale-up rule; a scale-down takes the
    highest recommendation of the stabilization window;
 4. a trigger that cannot be read is unknown, never zero: hold the count (healthy triggers
-   may still scale up), and after ``failure-threshold`` failures in a row hold at least
-   ``fallback-replicas``.
+   may still scale up), and after ``failure-threshold`` failures in a row hold what
+   ``fallback-behavior`` says (``floors.fallback_count``);
+5. floors join the proposals (the max wins): an open ``schedule`` window (computed from
+   the wall time passed in, not from ``now``) and Redis memory pressure (``floors``);
+   ``paused-replicas`` holds a fixed count and decides nothing else.
 """
 
 from __future__ import annotations
@@ -24,9 +27,14 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import NamedTuple
 
+from autoscaler.policy.floors import fallback_count, memory_pressure, schedule_floor
 from autoscaler.policy.rate import rate_proposal, update_rate
-from autoscaler.policy.spec import RedisTrigger, ScalingSpec, Trigger
+from autoscaler.policy.spec import RedisStreamTrigger, RedisTrigger, ScalingSpec, Trigger
 from autoscaler.policy.state import Decision, PolicyState, Reading, Reason
+
+# Queue triggers (lists, streams): their readings carry backlog and processed for the
+# rate-aware mode.
+QUEUE_TRIGGERS = (RedisTrigger, RedisStreamTrigger)
 
 
 def proposal(trigger: Trigger, value: float, current: int, tolerance: float) -> int:
@@ -49,6 +57,7 @@ class _Sized(NamedTuple):
     wanted: int  # max over healthy triggers, after each one's tolerance band
     tolerated: bool  # the winner would have changed the count but for the tolerance band
     message: str
+    floor: Reason | None = None  # a floor (schedule, memory pressure) won, not a trigger
 
 
 def _size(
@@ -61,7 +70,7 @@ def _size(
             continue
         raw = math.ceil(reading.value / trigger.target)
         text = f"{trigger.name} {reading.value:g} / {trigger.target:g} per replica → {raw}"
-        if isinstance(trigger, RedisTrigger) and spec.target_drain_time_s is not None:
+        if isinstance(trigger, QUEUE_TRIGGERS) and spec.target_drain_time_s is not None:
             by_rate = rate_proposal(state.rate, reading, spec.target_drain_time_s)
             if by_rate is not None:
                 raw, text = by_rate
@@ -92,32 +101,66 @@ def decide(
     readings: Sequence[Reading],
     state: PolicyState,
     now: float,
+    wall_time: float | None = None,
 ) -> tuple[Decision, PolicyState]:
-    """One cycle of the policy for one workload. ``readings`` align with ``spec.triggers``."""
+    """One cycle of the policy for one workload. ``readings`` align with ``spec.triggers``.
+
+    ``wall_time`` (seconds since the epoch) places ``now`` in the calendar for the
+    ``schedule`` floor; None: no schedule floor.
+    """
     if len(readings) != len(spec.triggers):
         raise ValueError(f"{len(readings)} readings for {len(spec.triggers)} triggers")
+    if spec.paused_replicas is not None:
+        message = f"paused at {spec.paused_replicas} replicas by annotation"
+        return Decision(spec.paused_replicas, current, Reason.PAUSED, message), state
     if spec.paused:
         return Decision(current, current, Reason.PAUSED, "paused by annotation"), state
     failed = [t.name for t, r in zip(spec.triggers, readings, strict=True) if r.value is None]
-    active = any(
-        r.value is not None and r.value > t.activation
-        for t, r in zip(spec.triggers, readings, strict=True)
+    scheduled = schedule_floor(spec, wall_time)
+    pressure, pressure_why = memory_pressure(spec, readings, state.memory_pressure)
+    active = (
+        any(
+            r.value is not None and r.value > t.activation
+            for t, r in zip(spec.triggers, readings, strict=True)
+        )
+        or scheduled > 0
+        or pressure
     )
     state = _remember_inputs(spec, current, readings, state, now, bool(failed), active)
+    if pressure != state.memory_pressure:
+        state = replace(state, memory_pressure=pressure)
     if not failed and not active and spec.min_replicas == 0:
         idle = _idle_decision(spec, current, state, now)
         if idle is not None:
             return idle, replace(state, recommendations=())
     sized = _size(spec, current, readings, state)
+    if scheduled > sized.wanted:
+        sized = _Sized(scheduled, False, f"schedule floor {scheduled}", Reason.SCHEDULED_FLOOR)
+    if pressure_why is not None:
+        step = scale_up_limit(spec, current, state, now)
+        if step > sized.wanted:
+            text = f"{pressure_why}: scale-up rule → {step}"
+            sized = _Sized(step, False, text, Reason.REDIS_MEMORY_PRESSURE)
     floor = max(spec.min_replicas, 1 if (active or failed or current > 0) else 0)
     recommendation = min(max(sized.wanted, floor), spec.max_replicas)
     result, reason, message = _limit(spec, current, sized, recommendation, state, now)
+    if sized.floor is not None and reason in _FLOOR_NAMES:
+        reason = sized.floor
     if failed:
-        result, reason, message = _on_failure(spec, current, result, state, failed, reason, message)
+        healthy = len(failed) < len(spec.triggers) or sized.floor is not None
+        result, reason, message = _on_failure(
+            spec, current, result, state, failed, reason, message, healthy
+        )
     if current == 0 and result > 0 and reason is not Reason.FALLBACK_ACTIVE:
         reason = Reason.ACTIVATED
     decision = Decision(result, current, reason, message, active or bool(failed), recommendation)
     return decision, _remember_output(spec, current, result, recommendation, state, now)
+
+
+# Reasons a winning floor replaces with its own (the count is the floor's doing).
+_FLOOR_NAMES = frozenset(
+    {Reason.SCALE_UP, Reason.SCALE_UP_LIMIT, Reason.DESIRED_WITHIN_RANGE, Reason.SCALE_DOWN}
+)
 
 
 def _remember_inputs(
@@ -134,7 +177,7 @@ def _remember_inputs(
     rate = state.rate
     if spec.target_drain_time_s is not None:
         queue_readings = [
-            r for t, r in zip(spec.triggers, readings, strict=True) if isinstance(t, RedisTrigger)
+            r for t, r in zip(spec.triggers, readings, strict=True) if isinstance(t, QUEUE_TRIGGERS)
         ]
         if queue_readings:
             rate = update_rate(state.rate, queue_readings[0], current, now)
@@ -194,13 +237,16 @@ def _on_failure(
     failed: list[str],
     reason: Reason,
     message: str,
+    healthy: bool,
 ) -> tuple[int, Reason, str]:
-    """Never scale down on an error; past the threshold hold at least the fallback count."""
+    """Never scale down on an error; past the threshold hold what the fallback says."""
     names = ", ".join(failed)
     if spec.fallback_replicas is not None and state.failures >= spec.failure_threshold:
-        held = min(max(result, current, spec.fallback_replicas), spec.max_replicas)
-        held = max(held, current)
-        text = f"{names} failing {state.failures} times in a row; fallback {spec.fallback_replicas}"
+        held = fallback_count(spec, current, result if healthy else 0)
+        text = (
+            f"{names} failing {state.failures} times in a row; fallback "
+            f"{spec.fallback_behavior} {spec.fallback_replicas} → {held}"
+        )
         return held, Reason.FALLBACK_ACTIVE, text
     if result >= current and reason in (Reason.SCALE_UP, Reason.SCALE_UP_LIMIT):
         return result, reason, f"{message}; {names} unknown"
@@ -279,6 +325,7 @@ def steady_candidate(spec: ScalingSpec, previous: Decision | None) -> bool:
         and previous.reason in _TIME_INDEPENDENT
         and previous.replicas == previous.current
         and spec.target_drain_time_s is None
+        and spec.schedule is None  # its floor moves with the clock
         # idle above zero with min 0: the cooldown clock is running
         and (previous.active or previous.current == 0 or spec.min_replicas > 0)
     )

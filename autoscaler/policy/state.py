@@ -24,6 +24,8 @@ class Reason(StrEnum):
     DESIRED_WITHIN_RANGE = "DesiredWithinRange"  # computed count equals current
     TOO_FEW_REPLICAS = "TooFewReplicas"  # raised to min-replicas
     TOO_MANY_REPLICAS = "TooManyReplicas"  # capped at max-replicas
+    SCHEDULED_FLOOR = "ScheduledFloor"  # an open schedule window's floor decided the count
+    REDIS_MEMORY_PRESSURE = "RedisMemoryPressure"  # above redis-memory-high: scale-up rule
 
 
 class Reading(NamedTuple):
@@ -35,7 +37,9 @@ class Reading(NamedTuple):
     a NaN or an empty Prometheus result — and is never read as zero. ``backlog``,
     ``processed_total`` (a monotonic counter of acked messages) and ``consumers`` (the
     consumers alive, i.e. the replicas actually serving — not the ones still starting)
-    feed the rate-aware mode.
+    feed the rate-aware mode. ``memory_ratio`` is the queue's Redis ``used_memory /
+    maxmemory`` as last read (every few cycles, not every one), for a trigger with memory
+    watermarks; None when not watched or unknown.
     """
 
     value: float | None
@@ -44,6 +48,7 @@ class Reading(NamedTuple):
     processed_total: float | None = None
     error: str | None = None
     consumers: int | None = None
+    memory_ratio: float | None = None
 
     @classmethod
     def failed(cls, error: str) -> Reading:
@@ -88,6 +93,7 @@ class PolicyState:
     inactive_since: float | None = None
     failures: int = 0
     rate: RateEstimate | None = None
+    memory_pressure: bool = False  # above redis-memory-high, not yet below -low
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,8 @@
 """Reliable-queue and registry operations in Redis, shared by the sidecar and the reaper.
 
 A package rather than one module only to keep each file small: ``queue`` (messages),
-``registry`` (heartbeats, commands, reading back), ``scripts`` (the Lua). Import from here.
+``registry`` (heartbeats, commands, reading back), ``scripts`` (the Lua), ``durability``
+(can this server lose messages?). Import from here.
 
 Each operation that touches more than one key is one Lua script, so that Redis runs it
 atomically: a message is in exactly one of the queue, one processing list or the
@@ -24,14 +25,18 @@ a retry may help), raised ``from`` the original.
 
 from __future__ import annotations
 
+from autoscaler.redisqueue.durability import Durability, Memory, read_durability, read_memory
 from autoscaler.redisqueue.queue import (
     ConsumerKeys,
     Delivery,
     Requeued,
+    Step,
     Verdict,
     ack,
     dead_letter,
     fail,
+    held,
+    held_count,
     push_back,
     redeliver,
     requeue,
@@ -39,28 +44,43 @@ from autoscaler.redisqueue.queue import (
     take_now,
 )
 from autoscaler.redisqueue.registry import (
+    MAX_PROTECTION_S,
     ConsumerInfo,
     Registration,
+    dead_consumers,
     heartbeat,
     parse_consumer,
+    protect,
+    protection_ms,
     read_registry,
     release_lease,
     set_command,
 )
 
 __all__ = [
+    "MAX_PROTECTION_S",
     "ConsumerInfo",
     "ConsumerKeys",
     "Delivery",
+    "Durability",
+    "Memory",
     "Registration",
     "Requeued",
+    "Step",
     "Verdict",
     "ack",
+    "dead_consumers",
     "dead_letter",
     "fail",
     "heartbeat",
+    "held",
+    "held_count",
     "parse_consumer",
+    "protect",
+    "protection_ms",
     "push_back",
+    "read_durability",
+    "read_memory",
     "read_registry",
     "redeliver",
     "release_lease",

@@ -4,13 +4,17 @@ Per consumer a hash ``keys.consumer_key(id)`` (fields ``keys.ConsumerField``), a
 ``keys.lease_key(id)`` holding the incarnation's random token (``SET … PX``), and
 membership of ``keys.consumers_key(queue)``. What is read back is validated by
 ``parse_consumer``: the hash is written by other processes, so nothing in it is trusted.
+
+Scale-in protection is a key of its own, ``keys.protection_key(id)``, set with a TTL
+(``protect``): Redis removes it at its expiry, so protection ends by itself even if the
+pod that asked for it is gone, and no clock but the server's is involved.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from redis.asyncio import Redis
@@ -56,27 +60,52 @@ async def heartbeat(
         ConsumerField.MAX_DELIVERIES.value: reg.max_deliveries,
     }
     async with redis.pipeline(transaction=True) as pipe:
-        pipe.hset(keys.consumer_key(cid), mapping=fields)  # type: ignore[arg-type]
-        pipe.set(keys.lease_key(cid), reg.token, px=lease_ms)
+        pipe.hset(keys.consumer_key(cid, queue), mapping=fields)  # type: ignore[arg-type]
+        pipe.set(keys.lease_key(cid, queue), reg.token, px=lease_ms)
         pipe.sadd(keys.consumers_key(queue), cid)
-        pipe.hget(keys.consumer_key(cid), ConsumerField.COMMAND.value)
+        pipe.hget(keys.consumer_key(cid, queue), ConsumerField.COMMAND.value)
         *_, command = await pipe.execute()
     return _enum(Command, command)
 
 
 @translated
-async def release_lease(redis: Redis, consumer_id: str, token: str) -> bool:
+async def release_lease(redis: Redis, consumer_id: str, token: str, queue: str = "") -> bool:
     """Drop this incarnation's lease on a clean exit (not a newer incarnation's)."""
-    return bool(await scripts.RELEASE(redis, [keys.lease_key(consumer_id)], [token]))
+    return bool(await scripts.RELEASE(redis, [keys.lease_key(consumer_id, queue)], [token]))
 
 
 @translated
-async def set_command(redis: Redis, consumer_id: str, command: Command) -> bool:
-    """Ask a consumer to drain or run; False if it is not registered."""
+async def set_command(redis: Redis, consumer_id: str, command: Command, queue: str = "") -> bool:
+    """Ask a consumer of ``queue`` to drain or run; False if it is not registered."""
     reply = await scripts.SET_IF_EXISTS(
-        redis, [keys.consumer_key(consumer_id)], [ConsumerField.COMMAND.value, command.value]
+        redis,
+        [keys.consumer_key(consumer_id, queue)],
+        [ConsumerField.COMMAND.value, command.value],
     )
     return bool(reply)
+
+
+# The longest scale-in protection one request may ask for (48 h, as ECS's task protection).
+MAX_PROTECTION_S = 172_800
+
+
+@translated
+async def protect(redis: Redis, consumer_id: str, seconds: float, queue: str = "") -> int:
+    """Protect this consumer's replica from scale-in for ``seconds`` (0: end protection);
+    returns the protection's remaining milliseconds. Replaces any earlier protection."""
+    key = keys.protection_key(consumer_id, queue)
+    ms = round(seconds * 1000)
+    if ms <= 0:
+        await redis.delete(key)
+        return 0
+    await redis.set(key, "1", px=min(ms, MAX_PROTECTION_S * 1000))
+    return min(ms, MAX_PROTECTION_S * 1000)
+
+
+@translated
+async def protection_ms(redis: Redis, consumer_id: str, queue: str = "") -> int:
+    """Milliseconds of protection left; 0 when not protected."""
+    return max(0, int(await redis.pttl(keys.protection_key(consumer_id, queue))))
 
 
 @dataclass(frozen=True)
@@ -93,6 +122,8 @@ class ConsumerInfo:
     dead_letter: str | None = None
     max_deliveries: int | None = None
     problems: tuple[str, ...] = ()  # one entry per malformed field
+    protected_ms: int = 0  # scale-in protection left (``protect``); 0: none
+    queue: str = ""  # the queue it was read for (its keys live in that queue's slot)
 
     @property
     def valid(self) -> bool:
@@ -105,12 +136,56 @@ async def read_registry(redis: Redis, queue: str) -> list[ConsumerInfo]:
     ids = sorted(_text(m) for m in await redis.smembers(keys.consumers_key(queue)))
     async with redis.pipeline(transaction=False) as pipe:
         for cid in ids:
-            pipe.hgetall(keys.consumer_key(cid))
-            pipe.exists(keys.lease_key(cid))
+            pipe.hgetall(keys.consumer_key(cid, queue))
+            pipe.exists(keys.lease_key(cid, queue))
+            pipe.pttl(keys.protection_key(cid, queue))
         replies = await pipe.execute()
     return [
-        parse_consumer(cid, replies[2 * i], bool(replies[2 * i + 1])) for i, cid in enumerate(ids)
+        replace(
+            parse_consumer(cid, replies[3 * i], bool(replies[3 * i + 1])),
+            protected_ms=max(0, int(replies[3 * i + 2])),  # PTTL: -2 no key, -1 no TTL
+            queue=queue,
+        )
+        for i, cid in enumerate(ids)
     ]
+
+
+# Queues per call of DEAD_CONSUMERS: a script blocks the server while it runs; the calls
+# of one pass still go in one pipeline (one round trip), other clients run between them.
+REAP_CHUNK_QUEUES = 1000
+_CONSUMERS = keys.consumers_key("\x00").partition("\x00")[::2]
+_LEASE_BASE, _HASH_BASE = keys.lease_key(""), keys.consumer_key("")
+# The script builds names as prefix + queue + suffix and base + slot + id: fail loudly
+# at import if ``keys`` ever changes shape.
+for _q in ("q", "jobs:{orders}"):
+    _slot = f"{{{keys.hash_tag(_q)}}}:" if keys.hash_tag(_q) else ""
+    assert keys.consumers_key(_q) == _CONSUMERS[0] + _q + _CONSUMERS[1]
+    assert keys.lease_key("c", _q) == _LEASE_BASE + _slot + "c"
+    assert keys.consumer_key("c", _q) == _HASH_BASE + _slot + "c"
+
+
+@translated
+async def dead_consumers(redis: Redis, queues: Sequence[str]) -> list[ConsumerInfo]:
+    """Every registered consumer of ``queues`` whose lease expired, in one round trip.
+
+    The reaper's read: one script per ``REAP_CHUNK_QUEUES`` queues, all pipelined; only the
+    dead come back, so a pass over a healthy fleet parses an empty reply.
+    """
+    calls = []
+    for start in range(0, len(queues), REAP_CHUNK_QUEUES):
+        part = queues[start : start + REAP_CHUNK_QUEUES]
+        plain = [q for q in part if q and "\n" not in q]
+        odd = [q for q in part if not q or "\n" in q]
+        calls.append([*_CONSUMERS, _LEASE_BASE, _HASH_BASE, "\n".join(plain), *odd])
+    found: list[ConsumerInfo] = []
+    for reply in await scripts.DEAD_CONSUMERS.many(redis, calls):
+        if isinstance(reply, Exception):
+            raise reply
+        for i in range(0, len(reply), 3):
+            queue, cid, flat = _text(reply[i]), _text(reply[i + 1]), reply[i + 2]
+            fields = dict(zip(flat[::2], flat[1::2], strict=True))
+            found.append(replace(parse_consumer(cid, fields, False), queue=queue))
+    return found
 
 
 def parse_consumer(

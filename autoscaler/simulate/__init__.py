@@ -14,10 +14,11 @@ interrupted message" must be checkable offline, on any trace, by anyone. The pie
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from autoscaler.policy import ScalingSpec
-from autoscaler.simulate.engine import Cluster, Controller, Params
+from autoscaler.simulate.engine import Cluster, Params, SimulatedScaler
 from autoscaler.simulate.keda import KedaHpa, KedaSettings
 from autoscaler.simulate.ours import Ours
 from autoscaler.simulate.trace import Trace
@@ -25,6 +26,10 @@ from autoscaler.simulate.trace import Trace
 __all__ = ["CAP_S", "Params", "Result", "compare", "run"]
 
 CAP_S = 24 * 3600  # safety cap after the end of the trace
+PROGRESS_EVERY = 100_000  # loop turns between two ``progress`` calls (~0.1 s of work)
+
+# Called now and then with (policy, the share of the trace replayed, 0–1).
+Progress = Callable[[str, float], None]
 
 
 @dataclass
@@ -46,17 +51,26 @@ class Result:
     series: list[tuple[int, int, int]] = field(default_factory=list)  # tick, backlog, replicas
 
 
-def compare(trace: Trace, spec: ScalingSpec, params: Params) -> dict[str, Result]:
+def compare(
+    trace: Trace, spec: ScalingSpec, params: Params, progress: Progress | None = None
+) -> dict[str, Result]:
     """Both policies over the same trace and workload, ours first."""
     k = params.ticks_per_s()
-    ours = run(trace, Ours(spec, k), params)
+    ours = run(trace, Ours(spec, k), params, progress=progress)
     if spec.drain and ours.interrupted:  # the product's promise: fail loudly, never report it
         raise RuntimeError(f"{ours.interrupted} messages interrupted despite drain")
-    keda = run(trace, KedaHpa(KedaSettings.like(spec), k), params)
+    keda = run(trace, KedaHpa(KedaSettings.like(spec), k), params, progress=progress)
     return {ours.policy: ours, keda.policy: keda}
 
 
-def run(trace: Trace, controller: Controller, params: Params, *, cap_s: int = CAP_S) -> Result:
+def run(
+    trace: Trace,
+    controller: SimulatedScaler,
+    params: Params,
+    *,
+    cap_s: int = CAP_S,
+    progress: Progress | None = None,
+) -> Result:
     """Replay ``trace`` through ``controller``, event tick to event tick (model: ``engine``)."""
     cluster = Cluster(params)
     k = cluster.k
@@ -68,8 +82,12 @@ def run(trace: Trace, controller: Controller, params: Params, *, cap_s: int = CA
     trace_end, cap = trace.end_s * k, (trace.end_s + cap_s) * k
     series: list[tuple[int, int, int]] = [(0, 0, cluster.replica_count)]
     max_backlog = 0
+    turns = 0
     while True:
+        turns += 1
         tick = _next_tick(controller, cluster, arrivals, never=cap + 1)
+        if progress is not None and turns % PROGRESS_EVERY == 0:
+            progress(controller.name, min(1.0, tick / max(trace_end, 1)))
         idle = not arrivals and not cluster.backlog and not cluster.in_flight
         if (idle and tick >= max(trace_end, cluster.last_done)) or tick > cap:
             break
@@ -90,7 +108,7 @@ def run(trace: Trace, controller: Controller, params: Params, *, cap_s: int = CA
 
 
 def _next_tick(
-    controller: Controller, cluster: Cluster, arrivals: list[tuple[int, int]], never: int
+    controller: SimulatedScaler, cluster: Cluster, arrivals: list[tuple[int, int]], never: int
 ) -> int:
     """The earliest of: the controller's turn, a completion or readiness, an arrival."""
     event = cluster.next_event()

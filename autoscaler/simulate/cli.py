@@ -7,7 +7,7 @@ The spec file is YAML, a mapping of annotation keys (with or without the
     messages-per-replica: 10
     scale-up-max-pods: 20
 
-Scalars are passed to :func:`autoscaler.config.parse_spec` as the text written (``5m``
+Scalars are passed to :func:`autoscaler.annotations.parse_spec` as the text written (``5m``
 stays ``5m``, ``true`` stays ``true``), so a spec file and the annotations it mirrors
 parse the same way. Every error names the file and line, or the flag.
 """
@@ -16,22 +16,26 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from autoscaler.config import PREFIX, parse_spec
+from autoscaler.annotations import ANNOTATION_PREFIX, parse_spec
+from autoscaler.argtypes import plot_file
 from autoscaler.errors import InputError, InvalidSpecError
 from autoscaler.policy import ScalingSpec
 from autoscaler.simulate import Params, compare
 from autoscaler.simulate.keda import KedaSettings
 from autoscaler.simulate.ours import check_spec, default_spec
-from autoscaler.simulate.report import plot, summarize, table
+from autoscaler.simulate.report import legend, plot, summarize, table
 from autoscaler.simulate.trace import BUNDLED, Trace, load_trace
 
 DEFAULT_TRACE = "burst"
+PROGRESS_AFTER_S = 2.0  # a run shorter than this shows no progress at all
 
 
 def register(subparsers: Any) -> None:
@@ -41,6 +45,8 @@ def register(subparsers: Any) -> None:
         description="Replay a trace (messages arriving per second) through the scaling "
         "policy, with drain-before-scale-down, and through KEDA + HPA with their documented "
         "defaults; print what each cost (replica-seconds) and what the queue waited.",
+        epilog="columns of the table:\n" + legend(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--trace",
@@ -79,9 +85,10 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument(
         "--plot",
-        type=Path,
-        metavar="FILE.png",
-        help="draw backlog and replicas over time for both policies",
+        type=plot_file,
+        metavar="FILE.png|.svg|.pdf",
+        help="draw arrivals, backlog, replicas and replica-seconds over time for both "
+        "policies (format from the extension)",
     )
     parser.set_defaults(func=main)
 
@@ -92,9 +99,13 @@ def main(args: argparse.Namespace) -> int:
     spec = load_spec(Path(args.spec)) if args.spec else default_spec()
     check_spec(spec, args.spec or "the built-in spec")
     traces = [load_trace(name) for name in args.trace or [DEFAULT_TRACE]]
-    runs = [(_name(trace), trace, compare(trace, spec, params)) for trace in traces]
+    runs = [
+        (_name(trace), trace, compare(trace, spec, params, _Progress(_name(trace))))
+        for trace in traces
+    ]
     if args.plot is not None:
-        plot([(name, results) for name, _, results in runs], args.plot)
+        plot(runs, args.plot)
+        print(f"simulate: plot written to {args.plot}", file=sys.stderr)
     documents = {
         name: {
             "inputs": _inputs(trace, spec, params, args.spec),
@@ -115,6 +126,22 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Progress:
+    """``policy NN%`` on stderr every couple of seconds, once a run has taken that long
+    (a year-long trace replays for a while; stdout stays the table or the JSON)."""
+
+    def __init__(self, trace: str) -> None:
+        self.trace = trace
+        self.next_at = time.monotonic() + PROGRESS_AFTER_S
+
+    def __call__(self, policy: str, share: float) -> None:
+        now = time.monotonic()
+        if now >= self.next_at:
+            self.next_at = now + PROGRESS_AFTER_S
+            print(f"simulate: {self.trace}: {policy} {share:.0%} of the trace replayed",
+                  file=sys.stderr, flush=True)  # fmt: skip
+
+
 def load_spec(path: Path) -> ScalingSpec:
     """A YAML spec file → ScalingSpec; errors name the file and the line of the key."""
     try:
@@ -127,7 +154,7 @@ def load_spec(path: Path) -> ScalingSpec:
     try:
         return parse_spec(mapping, allow_bare_keys=True, source=str(path))
     except InvalidSpecError as e:
-        line = lines.get(e.key) or lines.get(e.key.removeprefix(PREFIX)) or 1
+        line = lines.get(e.key) or lines.get(e.key.removeprefix(ANNOTATION_PREFIX)) or 1
         raise InputError(f"{path}:{line}: {e}") from None
 
 

@@ -84,8 +84,9 @@ class Replica:
     removed: int | None = None
 
 
-class Controller(Protocol):
-    """A scaling policy in the loop: acts on ticks it chooses (``next_tick``, strictly rising)."""
+class SimulatedScaler(Protocol):
+    """A scaler under simulation (``Ours``, ``KedaHpa``): acts on ticks it chooses
+    (``next_tick``, strictly rising). Not ``autoscaler.controller.Controller``."""
 
     name: str
     next_tick: int
@@ -95,7 +96,7 @@ class Controller(Protocol):
 
 
 class Cluster:
-    """The queue, the replicas and the books; controllers call its scaling operations."""
+    """The queue, the replicas and the books; the simulated scalers call its scaling operations."""
 
     def __init__(self, params: Params) -> None:
         self.k = params.ticks_per_s()

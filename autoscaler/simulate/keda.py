@@ -1,6 +1,6 @@
 """The baseline: KEDA's Redis-lists scaler driving an HPA, with their documented defaults.
 
-This is the setup users run today (see NOTES.md, "KEDA + HPA, exactly"); it must be faithful
+This is the setup users run today (``docs/keda-hpa-baseline.md``); it must be faithful
 to the defaults, never tuned to lose. What is modelled:
 
 - **KEDA** polls the scaler every ``pollingInterval`` (30 s) for activation only: the
@@ -32,6 +32,7 @@ configured for the same workload; only the machinery differs.
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass
 
 from autoscaler.policy import ScalingSpec
@@ -83,8 +84,10 @@ class KedaHpa:
         self.initial_replicas = settings.min_replica_count
         self.last_active: int | None = None  # KEDA's status.lastActiveTime
         self.recommendations: list[tuple[int, int]] = []  # (tick, raw desired)
-        self.scale_ups: list[tuple[int, int]] = []  # (tick, pods added) by the HPA
-        self.scale_downs: list[tuple[int, int]] = []  # (tick, pods removed) by the HPA
+        # (tick, pods added/removed) by the HPA, only those inside their policy period: the
+        # HPA forgets older scale events too, and summing a whole run's would be quadratic.
+        self.scale_ups: deque[tuple[int, int]] = deque()
+        self.scale_downs: deque[tuple[int, int]] = deque()
 
     def control(self, cluster: Cluster, tick: int) -> None:
         if tick % self.poll_ticks == 0:
@@ -140,7 +143,7 @@ class KedaHpa:
         """``calculateScaleUpLimitWithScalingRules`` (selectPolicy Max), capped at max."""
         s = self.settings
         cutoff = tick - s.scale_up_period_s * self.k
-        start = current - sum(n for at, n in self.scale_ups if at > cutoff)
+        start = current - _sum_since(self.scale_ups, cutoff)
         limit = max(start + s.scale_up_pods, math.ceil(start * (1 + s.scale_up_percent / 100)))
         return min(max(limit, current), s.max_replica_count)
 
@@ -148,7 +151,7 @@ class KedaHpa:
         """``calculateScaleDownLimitWithBehaviors``, floored at the HPA's min (≥ 1)."""
         s = self.settings
         cutoff = tick - s.scale_down_period_s * self.k
-        start = current + sum(n for at, n in self.scale_downs if at > cutoff)
+        start = current + _sum_since(self.scale_downs, cutoff)
         limit = math.floor(start * (1 - s.scale_down_percent / 100))
         return max(min(limit, current), s.min_replica_count, 1)
 
@@ -160,6 +163,14 @@ class KedaHpa:
         for pod in sorted(cluster.alive(), key=_deletion_rank)[: max(current - replicas, 0)]:
             cluster.kill(pod, tick)
         cluster.record_scale(tick, current, replicas)
+
+
+def _sum_since(events: deque[tuple[int, int]], cutoff: float) -> int:
+    """Pods changed after ``cutoff``; events at or before it are dropped for good (ticks
+    only grow, so a cutoff never moves back)."""
+    while events and events[0][0] <= cutoff:
+        events.popleft()
+    return sum(n for _, n in events)
 
 
 def _deletion_rank(pod: Replica) -> tuple[bool, int, int]:

@@ -4,7 +4,7 @@ Every ``polling-interval`` (from t=0) the controller reads the queue as the Redi
 would — backlog (``LLEN``), in-flight (the consumers' processing lists, draining ones
 included) and the processed counter — and calls :func:`autoscaler.policy.decide` with
 ``current`` = the replicas that are not draining (starting ones included: they are
-requested). Then, as DESIGN.md's drain protocol does:
+requested). Then, as the drain protocol does (``docs/architecture.md``):
 
 - **scale-up** first cancels drains in progress (a rising backlog cancels a drain; the
   replica is warm, it takes messages again at once), then requests new replicas, which
@@ -21,6 +21,7 @@ it matters only when the service time exceeds it.
 
 from __future__ import annotations
 
+from autoscaler.annotations import spec_with
 from autoscaler.errors import InputError
 from autoscaler.policy import (
     PolicyState,
@@ -34,7 +35,7 @@ from autoscaler.simulate.engine import Cluster, Replica
 
 def default_spec(messages_per_replica: float = 10.0) -> ScalingSpec:
     """The built-in spec: one queue, the policy's defaults, 10 messages per replica."""
-    return ScalingSpec(triggers=(RedisTrigger(("queue",), messages_per_replica),))
+    return spec_with((RedisTrigger(("queue",), messages_per_replica),))
 
 
 def check_spec(spec: ScalingSpec, source: str) -> None:

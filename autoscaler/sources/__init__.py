@@ -15,40 +15,39 @@ pool
     due triggers with one ``read`` per server, concurrently.
 backoff
     After a server fails, its source answers failed readings at once until an exponential,
-    capped, jittered delay has passed, then simply tries again: a dead server is not
-    hammered, and recovery never needs a restart (KEDA #2415).
+    capped, jittered delay has passed (``autoscaler.remote.Backoff``), then simply tries
+    again: a dead server is not hammered, and recovery never needs a restart (KEDA #2415).
 
 Submodules: ``sources.redis`` (``RedisSource``), ``sources.prometheus``
-(``PrometheusSource``). They import from here, so this module imports them lazily.
+(``PrometheusSource``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-import os
-import random
-import time
-import urllib.parse
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Sequence
 from operator import attrgetter
-from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
-from autoscaler.errors import AutoscalerError, SourceError
-from autoscaler.policy.spec import PrometheusTrigger, RedisTrigger, Trigger
+from redis.asyncio import Redis
+
+from autoscaler.endpoint import RedisEndpoint
+from autoscaler.errors import AutoscalerError
+from autoscaler.policy.spec import PrometheusTrigger, RedisStreamTrigger, RedisTrigger, Trigger
 from autoscaler.policy.state import Reading
-
-if TYPE_CHECKING:
-    from redis.asyncio import Redis
+from autoscaler.redisconn import SecretLookup
+from autoscaler.remote import redact_url
+from autoscaler.sources.prometheus import PrometheusSource
+from autoscaler.sources.redis import RedisSource
 
 logger = logging.getLogger(__name__)
 
 T_contra = TypeVar("T_contra", contravariant=True)
 _redis_url_of = attrgetter("redis_url")
 
-__all__ = ["Backoff", "EnvSecret", "Source", "SourcePool", "redact_url"]
+__all__ = ["Source", "SourcePool"]
 
 
 class Source(Protocol[T_contra]):
@@ -63,115 +62,13 @@ class Source(Protocol[T_contra]):
         ...
 
 
-@dataclass
-class Backoff:
-    """Exponential, capped, jittered delay between attempts at a failing server.
-
-    Delay after the n-th failure in a row: ``min(cap_s, base_s · 2^(n-1))`` times a jitter
-    factor in [0.5, 1), so that many controllers don't retry in lockstep. Defaults 0.5 s
-    and 10 s: an outage is retried at least every 10 s, so a recovery shows within one or
-    two polling intervals, and no restart is ever needed (KEDA #2415).
-    """
-
-    base_s: float = 0.5
-    cap_s: float = 10.0
-    clock: Callable[[], float] = time.monotonic
-    rng: random.Random = field(default_factory=random.Random)
-    failures: int = 0
-    retry_at: float = 0.0
-    last_error: str = ""
-
-    def blocked(self) -> str | None:
-        """While backing off: the last error and when the next attempt is; else None."""
-        wait_s = self.retry_at - self.clock()
-        if self.failures == 0 or wait_s <= 0:
-            return None
-        return f"{self.last_error} (backing off: next attempt in {wait_s:.1f} s)"
-
-    def failed(self, error: str) -> float:
-        """Record a failure; returns the delay before the next attempt, in seconds."""
-        self.failures += 1
-        self.last_error = error
-        ceiling = min(self.cap_s, self.base_s * 2.0 ** min(self.failures - 1, 30))
-        delay = ceiling * (0.5 + 0.5 * self.rng.random())
-        self.retry_at = self.clock() + delay
-        return delay
-
-    def succeeded(self) -> int:
-        """Record a success; returns how many failures in a row it ends (0: none)."""
-        ended, self.failures, self.retry_at = self.failures, 0, 0.0
-        return ended
-
-
-_SECRET_QUERY_KEYS = frozenset({"password", "pass", "token", "access_token"})
-
-
-def redact_url(url: str) -> str:
-    """``url`` fit for a log line or an error: password and secret query values masked."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-        netloc = parts.netloc
-        if "@" in netloc:
-            userinfo, _, hostport = netloc.rpartition("@")
-            user = userinfo.split(":", 1)[0]
-            netloc = f"{user}:***@{hostport}" if ":" in userinfo else f"***@{hostport}"
-        query = urllib.parse.urlencode(
-            [
-                (k, "***" if k.lower() in _SECRET_QUERY_KEYS else v)
-                for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
-            ],
-            safe="*",
-        )
-        return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, ""))
-    except ValueError:
-        return "<unparseable url>"
-
-
-@dataclass(frozen=True)
-class EnvSecret:
-    """A secret from the controller's environment, never from an annotation.
-
-    ``NAME`` holds it, or ``NAME_FILE`` names a file holding it (a mounted Secret; wins
-    over ``NAME``). The file is re-read on every ``get`` so a rotated Secret is picked
-    up without a restart; one trailing newline (common in Secret files) is dropped.
-    """
-
-    name: str
-    value: str | None = None
-    path: str | None = None
-
-    @classmethod
-    def from_env(cls, name: str, environ: Mapping[str, str] | None = None) -> EnvSecret:
-        env = os.environ if environ is None else environ
-        return cls(name, env.get(name) or None, env.get(f"{name}_FILE") or None)
-
-    @property
-    def present(self) -> bool:
-        return bool(self.value or self.path)
-
-    def get(self) -> str | None:
-        """The secret now; ``SourceError`` if its file cannot be read."""
-        if self.path is None:
-            return self.value
-        try:
-            return Path(self.path).read_text().removesuffix("\n").removesuffix("\r")
-        except OSError as e:
-            raise SourceError(f"cannot read {self.name}_FILE {self.path}: {e.strerror}") from e
-
-
-RedisFactory = Callable[[str], Source[RedisTrigger]]
+# A Redis source reads list and stream triggers alike (``sources.redisstream``).
+QueueTrigger = RedisTrigger | RedisStreamTrigger
+RedisFactory = Callable[[str], Source[QueueTrigger]]
 PrometheusFactory = Callable[[str], Source[PrometheusTrigger]]
 
 
-def _default_redis(url: str) -> Source[RedisTrigger]:
-    from autoscaler.sources.redis import RedisSource
-
-    return RedisSource(url)
-
-
 def _default_prometheus(url: str) -> Source[PrometheusTrigger]:
-    from autoscaler.sources.prometheus import PrometheusSource
-
     return PrometheusSource(url)
 
 
@@ -190,19 +87,26 @@ class SourcePool:
         *,
         redis_url: str | None = None,
         prometheus_url: str | None = None,
-        redis_factory: RedisFactory = _default_redis,
+        redis_factory: RedisFactory | None = None,
         prometheus_factory: PrometheusFactory = _default_prometheus,
+        secrets: SecretLookup | None = None,
     ) -> None:
         self.redis_url = redis_url
+        if redis_factory is None:  # the real source, reading Secrets through ``secrets``
+            redis_factory = functools.partial(RedisSource, secrets=secrets)
         self.prometheus_url = prometheus_url
         self._redis_factory = redis_factory
         self._prometheus_factory = prometheus_factory
-        self._redis: dict[str, Source[RedisTrigger]] = {}
+        self._redis: dict[str, Source[QueueTrigger]] = {}
         self._prometheus: dict[str, Source[PrometheusTrigger]] = {}
 
-    def redis(self, url: str | None = None) -> Source[RedisTrigger]:
+    def redis(self, url: str | None = None) -> Source[QueueTrigger]:
         """The source for ``url`` (default: ``redis_url``); raises ``AutoscalerError``."""
         resolved = url or self.redis_url
+        if url is not None and RedisEndpoint.unfold(url).default:  # options, no server
+            resolved = RedisEndpoint.unfold(url).with_url(self.redis_url).fold()
+            if RedisEndpoint.unfold(resolved).default:
+                resolved = None
         if resolved is None:
             raise AutoscalerError("the trigger has no redis-url and --redis-url is not set")
         if resolved not in self._redis:
@@ -213,8 +117,6 @@ class SourcePool:
         """The client of ``url``'s source: one pool per server for reads, drains and the
         reaper alike. Raises ``AutoscalerError`` (also when the factory made no
         ``RedisSource``, as a test's fake may)."""
-        from autoscaler.sources.redis import RedisSource
-
         source = self.redis(url)
         if not isinstance(source, RedisSource):
             raise AutoscalerError(f"the source of {redact_url(url or '')} has no Redis client")
@@ -250,10 +152,10 @@ class SourcePool:
                     self._fill(readings, every, url, self._read_redis(url, redis_triggers))
                 )
                 return readings
-        redis_groups: dict[str | None, list[tuple[int, RedisTrigger]]] = {}
+        redis_groups: dict[str | None, list[tuple[int, QueueTrigger]]] = {}
         prom_groups: dict[str | None, list[tuple[int, PrometheusTrigger]]] = {}
         for i, trigger in enumerate(triggers):
-            if isinstance(trigger, RedisTrigger):
+            if isinstance(trigger, RedisTrigger | RedisStreamTrigger):
                 redis_groups.setdefault(trigger.redis_url or self.redis_url, []).append(
                     (i, trigger)
                 )
@@ -271,7 +173,7 @@ class SourcePool:
         await asyncio.gather(*jobs)
         return readings
 
-    async def _read_redis(self, url: str | None, triggers: Sequence[RedisTrigger]) -> list[Reading]:
+    async def _read_redis(self, url: str | None, triggers: Sequence[QueueTrigger]) -> list[Reading]:
         return await self.redis(url).read(triggers)
 
     async def _read_prometheus(
@@ -299,7 +201,7 @@ class SourcePool:
 
     async def aclose(self) -> None:
         """Close every source; the pool may be reused (sources are created again)."""
-        sources: list[Source[RedisTrigger] | Source[PrometheusTrigger]] = [
+        sources: list[Source[QueueTrigger] | Source[PrometheusTrigger]] = [
             *self._redis.values(),
             *self._prometheus.values(),
         ]

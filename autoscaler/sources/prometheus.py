@@ -27,7 +27,7 @@ from autoscaler.aio import guarded
 from autoscaler.errors import SourceError, truncate
 from autoscaler.policy.spec import PrometheusTrigger
 from autoscaler.policy.state import Reading
-from autoscaler.sources import Backoff, EnvSecret, redact_url
+from autoscaler.remote import Backoff, EnvSecret, redact_url
 
 logger = logging.getLogger(__name__)
 

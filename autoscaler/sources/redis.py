@@ -17,27 +17,38 @@ Where scripting is refused (ACL ``NOPERM``, a renamed ``EVAL``) the source remem
 and uses the pipeline. Every value is validated; a bad key fails only the triggers that
 read it. Replies go through a memo (``sources.redisreply``): queues whose numbers did not
 change keep last cycle's results and readings. The client itself (credentials, timeouts,
-retry) is ``sources.redisclient``.
+retry) is ``autoscaler.redisconn``'s.
 """
 
 from __future__ import annotations
 
-import hashlib
+import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis import exceptions as rex
+from redis.asyncio.cluster import RedisCluster
 
 from autoscaler import keys
 from autoscaler.aio import guarded
-from autoscaler.errors import TransientSourceError, truncate
-from autoscaler.policy.spec import RedisTrigger
+from autoscaler.endpoint import RedisEndpoint
+from autoscaler.errors import SourceError, TransientSourceError, truncate
+from autoscaler.policy.spec import RedisStreamTrigger, RedisTrigger
 from autoscaler.policy.state import Reading
-from autoscaler.sources import Backoff, redact_url
-from autoscaler.sources.redisclient import RedisCredentials as RedisCredentials
-from autoscaler.sources.redisclient import make_client as make_client
+from autoscaler.redisconn import (
+    RedisCredentials,
+    Script,
+    SecretClient,
+    SecretLookup,
+    credential_hint,
+    is_auth_error,
+    make_client,
+)
+from autoscaler.remote import Backoff, redact_url
+from autoscaler.sources import redisstream
 from autoscaler.sources.redisreply import QueueResult as QueueResult
 from autoscaler.sources.redisreply import QueueStats as QueueStats
 from autoscaler.sources.redisreply import ReadingMemo, _queue_result
@@ -79,9 +90,17 @@ local ep, es = ARGV[7], ARGV[8]
 local names = {}
 for q in string.gmatch(ARGV[9], '[^\\n]+') do names[#names + 1] = q end
 for i = 10, #ARGV do names[#names + 1] = ARGV[i] end
+-- a consumer's lease key carries its queue's {hash tag}, if any (keys.lease_key)
+local function slot(q)
+  local s = string.find(q, '{', 1, true)
+  if not s then return '' end
+  local e = string.find(q, '}', s + 1, true)
+  if not e or e == s + 1 then return '' end
+  return string.sub(q, s, e) .. ':'
+end
 local out, n = {}, 0
 for _, q in ipairs(names) do
-  local busy, live = 0, 0
+  local busy, live, tg = 0, 0, slot(q)
   local ids = redis.pcall('SMEMBERS', cp .. q .. cs)
   if ids.err then busy, live = ids, ids else
     for _, id in ipairs(ids) do
@@ -90,7 +109,7 @@ for _, q in ipairs(names) do
         if type(len) == 'number' then busy = busy + len else busy = len end
       end
       if type(live) == 'number' then
-        local on = redis.pcall('EXISTS', ep .. id .. es)
+        local on = redis.pcall('EXISTS', ep .. tg .. id .. es)
         if type(on) == 'number' then live = live + on else live = on end
       end
     end
@@ -104,7 +123,7 @@ for _, q in ipairs(names) do
 end
 return out
 """
-LUA_SHA = hashlib.sha1(LUA_SCRIPT.encode(), usedforsecurity=False).hexdigest()
+READ_SCRIPT = Script(LUA_SCRIPT)
 
 # Queues per script call. A script blocks the server while it runs: ~23 ms per 1,000
 # queues with consumers (``bench_redis_read.py``), so 10,000 queues in one call would stall
@@ -136,6 +155,18 @@ def _chunked_args(queues: Sequence[str], size: int) -> tuple[list[str], list[lis
     return order, calls
 
 
+def _joined(replies: list[Any]) -> list[Any]:
+    """The pipelined calls' replies end to end; the first error raised."""
+    joined: list[Any] = []
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+        if not isinstance(reply, list):
+            raise TransientSourceError(f"malformed script reply: {type(reply).__name__}")
+        joined += reply
+    return joined
+
+
 def _eval_refused(error: rex.ResponseError) -> bool:
     """Is this the server refusing scripting itself (not a failing script)?"""
     text = str(error).lower()
@@ -161,14 +192,24 @@ class RedisSource:
         use_lua: bool = True,
         backoff: Backoff | None = None,
         chunk_queues: int = CHUNK_QUEUES,
+        secrets: SecretLookup | None = None,
     ) -> None:
         self.server = redact_url(url)
-        self._client = client or make_client(
-            url,
-            credentials or RedisCredentials.from_env(),
-            connect_timeout_s=connect_timeout_s,
-            read_timeout_s=read_timeout_s,
-        )
+        self._secret: SecretClient | None = None
+        if client is None and RedisEndpoint.unfold(url).secret:
+            if secrets is None:
+                raise SourceError(f"{self.server}: redis-auth-secret is read only by the "
+                                  "controller in Kubernetes (`autoscaler run`)")  # fmt: skip
+            self._secret = SecretClient(url, secrets, connect_timeout_s=connect_timeout_s,
+                                        read_timeout_s=read_timeout_s)  # fmt: skip
+            self._origin = f"Secret {self._secret.namespace}/{self._secret.name}"
+        else:
+            credentials = credentials or RedisCredentials.from_env()
+            self._origin = credentials.origin
+            self._client = client or make_client(url, credentials,
+                                                 connect_timeout_s=connect_timeout_s,
+                                                 read_timeout_s=read_timeout_s)  # fmt: skip
+        self._plan: tuple[int, int, list[str], list[tuple[Any, list[list[str]]]]] | None = None
         self._use_lua = use_lua
         self._backoff = backoff or Backoff()
         self._memo = ReadingMemo(self.server)
@@ -177,9 +218,17 @@ class RedisSource:
         self._batch_triggers: list[RedisTrigger] = []
         self._batch: tuple[list[str], list[str], list[list[str]]] = ([], [], [])
 
+    _client: aioredis.Redis  # with a Secret: set once the Secret was read (``read``)
+
     @property
     def client(self) -> aioredis.Redis:
-        """This server's client (its one pool), shared with the drain protocol and reaper."""
+        """This server's client (its one pool), shared with the drain protocol and reaper.
+        ``SourceError`` while its Secret has not been read yet (no read has happened)."""
+        if self._secret is not None:
+            current = self._secret.current
+            if current is None:
+                raise SourceError(f"{self.server}: its Secret has not been read yet")
+            return current
         return self._client
 
     @property
@@ -187,15 +236,26 @@ class RedisSource:
         """``lua`` or ``pipeline``: how the next read will be done."""
         return "lua" if self._use_lua else "pipeline"
 
-    async def read(self, triggers: Sequence[RedisTrigger]) -> list[Reading]:
+    async def read(self, triggers: Sequence[RedisTrigger | RedisStreamTrigger]) -> list[Reading]:
         """One reading per trigger; a server failure fails them all, raising nothing."""
         if not triggers:
             return []
         if waiting := self._backoff.blocked():
             return [Reading.failed(waiting)] * len(triggers)
         try:
-            readings = await guarded(self._read(triggers))
-        except TransientSourceError as e:
+            if self._secret is not None:  # read (again) when due; a new client if it changed
+                self._client = await self._secret.get()
+            if isinstance(self._client, RedisCluster) and not all(
+                isinstance(t, RedisTrigger) for t in triggers
+            ):
+                raise TransientSourceError(f"{self.server}: stream triggers on Redis Cluster "
+                                           "are not supported")  # fmt: skip
+            readings = await guarded(self._read_any(triggers))
+        except SourceError as e:
+            cause = e.__cause__
+            if self._secret is not None and cause is not None and is_auth_error(cause):
+                self._secret.invalidate()  # a rotated password: read the Secret again
+            e = SourceError(str(e) + (credential_hint(cause, self._origin) if cause else ""))
             delay = self._backoff.failed(str(e))
             logger.warning("redis read failed failures=%d retry_in_s=%.2f error=%s",
                            self._backoff.failures, delay, e)  # fmt: skip
@@ -204,14 +264,64 @@ class RedisSource:
             logger.info("redis read recovered server=%s after_failures=%d", self.server, ended)
         return readings
 
-    async def _read(self, triggers: Sequence[RedisTrigger]) -> list[Reading]:
-        """Read through the memo (``redisreply``); ``TransientSourceError``."""
+    async def _read_any(
+        self, triggers: Sequence[RedisTrigger | RedisStreamTrigger]
+    ) -> list[Reading]:
+        """Lists through ``_read``; stream triggers (``redisstream``) by their own script,
+        in the same pipeline as the lists' calls: still one round trip."""
+        if not any(isinstance(t, RedisStreamTrigger) for t in triggers):
+            return await self._read(triggers)  # type: ignore[arg-type]  # lists only
+        at_lists = [i for i, t in enumerate(triggers) if isinstance(t, RedisTrigger)]
+        at_streams = [i for i, t in enumerate(triggers) if isinstance(t, RedisStreamTrigger)]
+        lists = [t for t in triggers if isinstance(t, RedisTrigger)]
+        streams = [t for t in triggers if isinstance(t, RedisStreamTrigger)]
+        pairs = redisstream.pairs_of(streams)
+        stream_call = redisstream.script_args(pairs)
+        try:
+            list_readings: list[Reading] = []
+            if lists and self._use_lua:
+                self._prepare(lists)
+                _, order, calls = self._batch
+                replies = await redisstream.run_scripts(
+                    self._client, [*((READ_SCRIPT, c) for c in calls),
+                                   (redisstream.STREAM_SCRIPT, stream_call)],
+                )  # fmt: skip
+                stream_reply = replies.pop()
+                if isinstance(stream_reply, Exception):
+                    raise stream_reply
+                list_readings = self._memo.read_batch(lists, order, _joined(replies))
+            else:
+                list_readings = await self._read(lists) if lists else []
+                stream_reply = await redisstream.STREAM_SCRIPT(self._client, [], stream_call)
+            results = redisstream.parse_reply(pairs, stream_reply)
+        except TransientSourceError as e:
+            raise TransientSourceError(f"{self.server}: {e}") from e
+        except (rex.RedisError, OSError) as e:
+            problem = f"{type(e).__name__}: {truncate(str(e), 200)}"
+            raise TransientSourceError(f"{self.server}: {problem}") from e
+        out: list[Reading] = [Reading.failed("not read")] * len(triggers)
+        for i, reading in zip(at_lists, list_readings, strict=True):
+            out[i] = reading
+        stream_readings = redisstream.readings_for(self.server, streams, results)
+        for i, reading in zip(at_streams, stream_readings, strict=True):
+            out[i] = reading
+        return out
+
+    def _prepare(self, triggers: Sequence[RedisTrigger]) -> None:
+        """The batch's queues and script arguments, computed again only for a new batch."""
         if triggers != self._batch_triggers:  # a new batch: its queues and script arguments
             unique = list(dict.fromkeys(q for t in triggers for q in t.lists))
             chunks = _chunked_args(unique, self._chunk_queues)
             self._batch_triggers, self._batch = list(triggers), (unique, *chunks)
+
+    async def _read(self, triggers: Sequence[RedisTrigger]) -> list[Reading]:
+        """Read through the memo (``redisreply``); ``TransientSourceError``."""
+        self._prepare(triggers)
         unique, order, calls = self._batch
         try:
+            if self._use_lua and isinstance(self._client, RedisCluster):
+                order, reply = await self._eval_cluster(self._client, unique)
+                return self._memo.read_batch(triggers, order, reply)
             if self._use_lua and (reply := await self._eval(calls)) is not None:
                 return self._memo.read_batch(triggers, order, reply)
             self._memo.take_results(await self._pipeline(unique))
@@ -222,14 +332,62 @@ class RedisSource:
             problem = f"{type(e).__name__}: {truncate(str(e), 200)}"
             raise TransientSourceError(f"{self.server}: {problem}") from e
 
+    async def _eval_cluster(
+        self, cluster: RedisCluster, queues: list[str]
+    ) -> tuple[list[str], list[Any]]:
+        """Redis Cluster: the queues grouped by the node serving their slot, and per node
+        the read script's calls sent to that node alone (every key a call touches shares
+        its queue's slot: ``keys.hash_tag``), all nodes at once. One round trip per node
+        (one call per ``CHUNK_QUEUES`` queues of a node, those sent together). The
+        grouping is kept while the batch and the slot map are the same; an error (a slot
+        moved meanwhile) makes the next read group again with a fresh slot map."""
+        await cluster.initialize()
+        slots = cluster.nodes_manager.slots_cache
+        if self._plan is None or self._plan[:2] != (id(queues), id(slots)):
+            by_node: dict[str, tuple[Any, list[str]]] = {}
+            for q in queues:
+                node = cluster.get_node_from_key(q)
+                if node is None:
+                    raise TransientSourceError(f"no node serves the slot of {q!r}")
+                by_node.setdefault(node.name, (node, []))[1].append(q)
+            order: list[str] = []
+            plan: list[tuple[Any, list[list[str]]]] = []
+            for name in sorted(by_node):
+                node, names = by_node[name]
+                part, calls = _chunked_args(names, self._chunk_queues)
+                order += part
+                plan.append((node, calls))
+            self._plan = (id(queues), id(slots), order, plan)
+        _, _, order, plan = self._plan
+        try:
+            replies = await asyncio.gather(
+                *(self._eval_on(cluster, node, args) for node, calls in plan for args in calls)
+            )
+        except (rex.RedisError, OSError):
+            self._plan = None
+            with contextlib.suppress(rex.RedisError, OSError):
+                await cluster.nodes_manager.initialize()  # learn the slot map again
+            raise
+        return order, _joined(list(replies))
+
+    @staticmethod
+    async def _eval_on(cluster: RedisCluster, node: Any, args: list[str]) -> Any:
+        try:
+            return await cluster.execute_command(
+                "EVALSHA", READ_SCRIPT.sha, 0, *args, target_nodes=node
+            )
+        except rex.NoScriptError:
+            return await cluster.execute_command(
+                "EVAL", READ_SCRIPT.source, 0, *args, target_nodes=node
+            )
+
     async def _eval(self, calls: Sequence[Sequence[str]]) -> object | None:
         """The script's reply (the calls' replies end to end), or None when the server
         refuses scripting (remembered)."""
         try:
-            try:
-                return await self._eval_calls(calls, "EVALSHA", LUA_SHA)
-            except rex.NoScriptError:  # first use, or after a restart / SCRIPT FLUSH
-                return await self._eval_calls(calls, "EVAL", LUA_SCRIPT)
+            if len(calls) <= 1:
+                return await READ_SCRIPT(self._client, [], list(calls[0])) if calls else []
+            return _joined(await READ_SCRIPT.many(self._client, calls))
         except rex.ResponseError as e:
             if not _eval_refused(e):
                 raise
@@ -238,26 +396,6 @@ class RedisSource:
             logger.warning("redis scripting refused, using pipelines server=%s error=%s",
                            self.server, error)  # fmt: skip
             return None
-
-    async def _eval_calls(self, calls: Sequence[Sequence[str]], verb: str, script: str) -> object:
-        """The calls in one round trip; with ``EVAL`` only the first carries the script
-        (it loads it: the ``EVALSHA``s after it in the pipeline find it)."""
-        if len(calls) <= 1:
-            command: Callable[..., Awaitable[object]] = self._client.execute_command
-            return await command(verb, script, 0, *calls[0]) if calls else []
-        pipe = self._client.pipeline(transaction=False)
-        pipe.execute_command(verb, script, 0, *calls[0])
-        for args in calls[1:]:
-            pipe.execute_command("EVALSHA", LUA_SHA, 0, *args)
-        replies: list[Any] = await pipe.execute(raise_on_error=False)
-        joined: list[Any] = []
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
-            if not isinstance(reply, list):
-                raise TransientSourceError(f"malformed script reply: {type(reply).__name__}")
-            joined += reply
-        return joined
 
     async def _pipeline(self, queues: Sequence[str]) -> dict[str, QueueResult]:
         """Two round trips: lengths, registries and counters; then per queue the length of
@@ -287,7 +425,8 @@ class RedisSource:
             ids = [m if isinstance(m, bytes) else str(m).encode() for m in members]
             for member_id in ids:
                 pipe.llen(prefix + member_id)
-            pipe.exists(*(lease_prefix + member_id + lease_suffix for member_id in ids))
+            slot = keys.lease_key("", q).encode()[len(lease_prefix) :]  # the queue's tag part
+            pipe.exists(*(lease_prefix + slot + member_id + lease_suffix for member_id in ids))
             asked.append((i, len(ids)))
         second: list[Any] = await pipe.execute(raise_on_error=False) if asked else []
         if len(second) != sum(n + 1 for _, n in asked):

@@ -13,7 +13,8 @@ and the reaper drive it unchanged:
   view shows them).
 
 ``LocalInventory`` plays the Kubernetes watch: it tells the controller about every
-workload at start and after each scale (``WorkloadEvent``).
+workload at start and after each scale (``WorkloadEvent``). ``autoscaler.app.local``
+wires both to the controller.
 """
 
 from __future__ import annotations
@@ -28,11 +29,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from autoscaler.config import PREFIX
+from autoscaler.annotations import ANNOTATION_PREFIX
+from autoscaler.errors import ReplicasChangedError
 from autoscaler.logs import log_event
-from autoscaler.targets import ReplicaInfo, WorkloadEvent, WorkloadRef
-from autoscaler.targets.localfile import LocalWorkload, fill
-from autoscaler.targets.localproc import ReplicaProcess
+from autoscaler.targets.local.file import LocalWorkload, fill
+from autoscaler.targets.local.proc import ReplicaProcess
+from autoscaler.workload import ReplicaInfo, WorkloadEvent, WorkloadRef
 
 logger = logging.getLogger(__name__)
 
@@ -84,8 +86,12 @@ class LocalTarget:
 
     # ---- the Target protocol --------------------------------------------------------
 
-    async def scale(self, replicas: int) -> None:
+    async def scale(self, replicas: int, *, expected: int | None = None) -> None:
         async with self._lock:
+            if expected is not None and expected != self.desired:
+                raise ReplicasChangedError(
+                    f"{self._ref}: replicas are {self.desired}, not {expected}", self.desired
+                )
             self.desired = replicas
             while len(self.live) < replicas:
                 self._start_one()
@@ -228,7 +234,7 @@ class LocalInventory:
 
     def event(self, target: LocalTarget) -> WorkloadEvent:
         spec_keys = self.workloads[target.ref].spec_keys
-        annotations = {PREFIX + key: value for key, value in spec_keys.items()}
+        annotations = {ANNOTATION_PREFIX + key: value for key, value in spec_keys.items()}
         return WorkloadEvent(target.ref, annotations, target.desired)
 
     async def start(self, apply: Callable[[WorkloadEvent], None]) -> None:
@@ -250,13 +256,3 @@ class LocalInventory:
         self._apply = None
         await asyncio.gather(*(t.aclose() for t in self.targets.values()))
 
-
-async def run_local(
-    path: str, *, redis_url: str | None, metrics_port: int, dry_run: bool, stop: asyncio.Event
-) -> int:
-    """``autoscaler run --local FILE.yaml``: see ``autoscaler.targets.localrun.run_local``."""
-    from autoscaler.targets.localrun import run_local as run
-
-    return await run(
-        path, redis_url=redis_url, metrics_port=metrics_port, dry_run=dry_run, stop=stop
-    )

@@ -31,7 +31,7 @@ from pathlib import Path
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from autoscaler.config import parse_spec
+from autoscaler.annotations import parse_spec
 from autoscaler.errors import InputError, InvalidSpecError
 from autoscaler.policy import ScalingSpec
 

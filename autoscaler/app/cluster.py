@@ -1,6 +1,7 @@
 """``autoscaler run``: the controller, against a cluster or (``--local``) local processes.
 
-This module assembles the parts — Kubernetes client, inventory watch, leader election,
+The only wiring of the cluster controller (``--local`` is ``autoscaler.app.local``). It
+assembles the parts — Kubernetes client, inventory watch, leader election,
 metric sources, drain protocol, reaper, metrics server — and owns their tasks: SIGTERM or
 Ctrl-C cancels them all, the drains in flight restore their victims, the Lease is
 released so the standby takes over at once, and the process exits 0.
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -19,13 +21,15 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from autoscaler import logs
-from autoscaler.controller.loop import Controller
+from autoscaler import argtypes, logs
+from autoscaler.controller import Controller, MemoryWatch
 from autoscaler.drain import Drainer, Reaper
 from autoscaler.errors import AutoscalerError, InputError
 from autoscaler.logs import log_event
 from autoscaler.metrics import ControllerMetrics, start_http_server
 from autoscaler.sources import SourcePool
+
+from .local import run_local
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +72,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument(
         "--metrics-port",
-        type=int,
+        type=argtypes.port,
         default=8080,
         help="port of /metrics, /healthz, /readyz (0: off; default 8080)",
     )
@@ -79,37 +83,29 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="elect a leader on a Lease (default: on)",
     )
     parser.add_argument("--lease-namespace", help="namespace of the Lease (default: the pod's)")
-    parser.add_argument(
-        "--lease-duration",
-        type=float,
-        default=15.0,
-        metavar="SECONDS",
-        help="how long a Lease holds without renewal (default 15)",
-    )
-    parser.add_argument(
-        "--renew-deadline",
-        type=float,
-        default=10.0,
-        metavar="SECONDS",
-        help="the leader steps down if it cannot renew within this (default 10)",
-    )
-    parser.add_argument(
-        "--retry-period",
-        type=float,
-        default=2.0,
-        metavar="SECONDS",
-        help="how often to try to acquire or renew (default 2)",
-    )
+    for flag, default_s, meaning in (
+        ("--lease-duration", 15.0, "how long a Lease holds without renewal"),
+        ("--renew-deadline", 10.0, "the leader steps down if it cannot renew within this"),
+        ("--retry-period", 2.0, "how often to try to acquire or renew"),
+    ):
+        parser.add_argument(
+            flag,
+            type=argtypes.positive_float,
+            default=default_s,
+            metavar="SECONDS",
+            help=f"{meaning} (default {default_s:g})",
+        )
     parser.add_argument("--dry-run", action="store_true", help="decide and log, write nothing")
     parser.add_argument("--log-format", choices=("text", "json"), default="text")
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument(
+        "--log-level", type=argtypes.log_level, default="INFO",
+        help="DEBUG, INFO, WARNING or ERROR (default INFO)",
+    )  # fmt: skip
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     logs.configure(args.log_format, args.log_level)
-    if args.metrics_port < 0 or args.metrics_port > 65535:
-        raise InputError(f"--metrics-port {args.metrics_port}: expected 0..65535")
     return asyncio.run(_main(args))
 
 
@@ -119,8 +115,6 @@ async def _main(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     if args.local:
-        from autoscaler.targets.local import run_local
-
         code: int = await run_local(
             args.local,
             redis_url=args.redis_url,
@@ -134,6 +128,8 @@ async def _main(args: argparse.Namespace) -> int:
 
 async def run_cluster(args: argparse.Namespace, stop: asyncio.Event) -> int:
     """The cluster controller until ``stop`` is set; exit code 0 on a clean stop."""
+    # Imported here, not for a cycle: building the Kubernetes client's API modules costs
+    # seconds of CPU, which `autoscaler --help` and `run --local` must not pay.
     from autoscaler.kube import (
         KubeClient,
         LeaderElector,
@@ -141,15 +137,18 @@ async def run_cluster(args: argparse.Namespace, stop: asyncio.Event) -> int:
         WorkloadWatcher,
         default_namespace,
     )
+    from autoscaler.kube.secrets import read_secret
     from autoscaler.targets.kubernetes import KubeTarget
 
     registry = CollectorRegistry()
     metrics = ControllerMetrics(registry)
-    sources = SourcePool(redis_url=args.redis_url, prometheus_url=args.prometheus_url)
     try:
         kube = await KubeClient.connect(args.kubeconfig, metrics=metrics)
     except AutoscalerError as e:
         raise InputError(str(e)) from e
+    # a workload's redis-auth-secret: one `get` in its namespace (kube.secrets)
+    sources = SourcePool(redis_url=args.redis_url, prometheus_url=args.prometheus_url,
+                         secrets=functools.partial(read_secret, kube))  # fmt: skip
     elector = None
     if args.leader_elect:
         try:
@@ -171,6 +170,7 @@ async def run_cluster(args: argparse.Namespace, stop: asyncio.Event) -> int:
         metrics=metrics,
         drainer=Drainer(sources.redis_client, metrics),
         reaper=Reaper(sources.redis_client, metrics),
+        memory=MemoryWatch(sources.redis_client, metrics),
         dry_run=args.dry_run,
         is_leader=elector.is_leader.is_set if elector else lambda: True,
     )

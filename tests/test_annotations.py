@@ -1,4 +1,4 @@
-"""Annotation parsing: table tests for every key's errors, and hypothesis for durations."""
+"""The annotation table: parsing, every key's errors, defaults, the README's reference."""
 
 from __future__ import annotations
 
@@ -8,19 +8,24 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from autoscaler.config import (
-    PREFIX,
+from autoscaler.annotations import (
+    ANNOTATION_PREFIX,
+    KEY_NAMES,
+    KEYS,
+    Kind,
+    effective_values,
     format_duration,
     parse_duration,
     parse_spec,
     reference_table,
+    spec_with,
 )
 from autoscaler.errors import InvalidSpecError
 from autoscaler.policy import PrometheusTrigger, RedisTrigger
 
 
 def spec_of(**keys: str) -> dict[str, str]:
-    return {PREFIX + k.replace("_", "-"): v for k, v in keys.items()}
+    return {ANNOTATION_PREFIX + k.replace("_", "-"): v for k, v in keys.items()}
 
 
 BASE = spec_of(redis_list="jobs", messages_per_replica="50")
@@ -69,7 +74,7 @@ def test_full_spec_with_two_triggers() -> None:
                 target_drain_time="90",
             ),
             "kubectl.kubernetes.io/last-applied-configuration": "{}",
-            PREFIX + "status": '{"desired": 3}',
+            ANNOTATION_PREFIX + "status": '{"desired": 3}',
         }
     )
     redis, prom = spec.triggers
@@ -97,7 +102,8 @@ def test_full_spec_with_two_triggers() -> None:
         ({"min-replicas": "9", "max-replicas": "3"}, "min-replicas", "≤ max-replicas (3)"),
         ({"max-replicas": "0"}, "max-replicas", "integer ≥ 1"),
         ({"polling-interval": "5 minutes"}, "polling-interval", "duration"),
-        ({"polling-interval": "0s"}, "polling-interval", "(> 0)"),
+        ({"polling-interval": "0s"}, "polling-interval", "(≥ 0.1s)"),
+        ({"polling-interval": "1ms"}, "polling-interval", "(≥ 0.1s)"),  # absurd: refused
         ({"cooldown": "-5s"}, "cooldown", "duration"),
         ({"tolerance": "1"}, "tolerance", "< 1"),
         ({"paused": "yes"}, "paused", "true or false"),
@@ -117,10 +123,10 @@ def test_bad_annotation_names_key_value_and_form(
     extra: dict[str, str], key: str, expected: str
 ) -> None:
     with pytest.raises(InvalidSpecError) as caught:
-        parse_spec({**BASE, **{PREFIX + k: v for k, v in extra.items()}})
-    assert caught.value.key == PREFIX + key
+        parse_spec({**BASE, **{ANNOTATION_PREFIX + k: v for k, v in extra.items()}})
+    assert caught.value.key == ANNOTATION_PREFIX + key
     assert expected in str(caught.value)
-    assert PREFIX + key in str(caught.value)
+    assert ANNOTATION_PREFIX + key in str(caught.value)
 
 
 def test_no_trigger_is_an_error() -> None:
@@ -135,7 +141,7 @@ def test_messages_per_replica_required_with_a_list() -> None:
 
 def test_password_never_echoed() -> None:
     with pytest.raises(InvalidSpecError) as caught:
-        parse_spec({**BASE, PREFIX + "redis-url": "redis://:s3cret@redis:6379"})
+        parse_spec({**BASE, ANNOTATION_PREFIX + "redis-url": "redis://:s3cret@redis:6379"})
     assert "s3cret" not in str(caught.value)
 
 
@@ -172,7 +178,7 @@ def test_duration_round_trip(seconds: int) -> None:
     st.dictionaries(
         st.sampled_from(
             [
-                PREFIX + k
+                ANNOTATION_PREFIX + k
                 for k in (
                     "redis-list",
                     "messages-per-replica",
@@ -197,7 +203,7 @@ def test_any_annotations_parse_or_raise_invalid_spec(annotations: dict[str, str]
     try:
         spec = parse_spec(annotations)
     except InvalidSpecError as e:
-        assert e.key.startswith(PREFIX)
+        assert e.key.startswith(ANNOTATION_PREFIX)
     else:
         assert 0 <= spec.min_replicas <= spec.max_replicas
         assert all(t.target > 0 for t in spec.triggers)
@@ -206,3 +212,26 @@ def test_any_annotations_parse_or_raise_invalid_spec(annotations: dict[str, str]
 def test_readme_reference_table_is_generated_from_keys() -> None:
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     assert reference_table() in readme
+    documented = [
+        line.split("|")[1].strip().strip("`")
+        for line in readme.splitlines()
+        if line.startswith("| `") and line.split("|")[1].strip().strip("`") in KEY_NAMES
+    ]
+    assert documented == [key.name for key in KEYS]  # every key, once, in the table's order
+
+
+def test_defaults_are_the_declared_ones() -> None:
+    """An absent key takes the default its ``Key`` declares: parsing, the spec built for
+    tests and simulations, and what ``check`` prints all agree with the table."""
+    parsed = parse_spec(
+        spec_of(
+            redis_list="q", messages_per_replica="1", prometheus_query="up", prometheus_target="1"
+        )
+    )
+    assert parsed == spec_with(parsed.triggers)
+    shown = effective_values(parsed)
+    on = {"spec", "scale_up", "redis", "prometheus"}  # the groups this spec switches on
+    for key in KEYS:
+        if key.group in on and not (key.head or key.required or key.kind is Kind.URL):
+            assert shown[key.name] == key.format(key.default), key.name
+            assert key.default_text == (shown[key.name] or "unset"), key.name

@@ -11,19 +11,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import shutil
 from pathlib import Path
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from autoscaler.controller import Controller
+from autoscaler.controller import Controller, MemoryWatch
 from autoscaler.drain import Drainer, Reaper
 from autoscaler.errors import InputError
 from autoscaler.logs import log_event
 from autoscaler.metrics import ControllerMetrics, start_http_server
 from autoscaler.sources import SourcePool
-from autoscaler.targets.local import LocalInventory
-from autoscaler.targets.localfile import LocalWorkload, load_local_file
+from autoscaler.targets.local.file import LocalWorkload, load_local_file
+from autoscaler.targets.local.target import LocalInventory
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +45,8 @@ class LocalRun:
     ) -> None:
         self.registry = CollectorRegistry()
         self.metrics = ControllerMetrics(self.registry)
+        # One process, no election: it is the leader (else the NoLeader alert would fire).
+        self.metrics.leader.set(1)
         self.pool = SourcePool(redis_url=redis_url)
         self.inventory = LocalInventory(
             workloads, redis_url=redis_url, log_dir=log_dir, grace_period_s=grace_period_s
@@ -54,6 +58,7 @@ class LocalRun:
             drainer=Drainer(self.pool.redis_client, self.metrics),
             reaper=Reaper(self.pool.redis_client, self.metrics),
             reap_interval_s=reap_interval_s,
+            memory=MemoryWatch(self.pool.redis_client, self.metrics),
             dry_run=dry_run,
         )
         self.task: asyncio.Task[None] | None = None
@@ -97,10 +102,23 @@ class LocalRun:
 def check_urls(workloads: list[LocalWorkload], redis_url: str | None) -> None:
     """Every Redis trigger needs a server: its own redis-url or ``--redis-url``."""
     for w in workloads:
-        if redis_url is None and any(t.redis_url is None for t in w.spec.redis_triggers):
+        if redis_url is None and any(t.redis_url is None for t in w.spec.queue_triggers):
             raise InputError(
                 f"{w.where}: key redis-url: missing, and --redis-url is not set (workload {w.name})"
             )
+
+
+def check_commands(workloads: list[LocalWorkload]) -> None:
+    """Every command must start a program that exists: a replica that cannot start would
+    otherwise be retried for ever, each attempt one warning in the log."""
+    for w in workloads:
+        program = w.command[0]
+        if "{" in program:
+            continue  # a placeholder: known only per replica
+        found = shutil.which(program) if os.sep not in program else program
+        if found is None or not (os.path.isfile(found) and os.access(found, os.X_OK)):
+            where = "is not on PATH" if os.sep not in program else "is not an executable file"
+            raise InputError(f"{w.where}: key command: {program!r} {where} (workload {w.name})")
 
 
 async def run_local(
@@ -114,6 +132,7 @@ async def run_local(
     """
     workloads = load_local_file(path)
     check_urls(workloads, redis_url)
+    check_commands(workloads)
     run = LocalRun(workloads, redis_url=redis_url, dry_run=dry_run)
     log_event(
         logger,

@@ -1,0 +1,277 @@
+"""The stream backend of the sidecar: ``autoscaler consume --stream NAME --group GROUP``.
+
+The same consumer as for lists — slots, the circuit breaker, the forwarder, heartbeats and
+the registry, the drain (stop taking, finish, hand back, ``drained``) and the cold stop —
+with the list backend's Redis steps replaced by the stream's (``redisqueue.streams``):
+
+take
+    Every ``claim_interval_s`` (and while it finds some) a slot first claims an entry idle
+    for ``--claim-min-idle`` (``XAUTOCLAIM``: a crashed consumer's), else reads a new one
+    (``XREADGROUP … >``, blocking up to the take timeout). A claimed entry already
+    delivered more than ``--max-deliveries`` times is dead-lettered unsent (the poison
+    rule: it kept killing its consumers).
+deliver
+    As for lists (``handler``): 2xx → ``XACK``; a 4xx verdict → dead letter now; an
+    answered failure → counted in the PEL and retried in place; a processor outage (the
+    ``Breaker``, keyed by entry id) → held, uncounted.
+held
+    The PEL is the truth. The slots' entries are touched every heartbeat (their idle time
+    reset), so only a vanished consumer's entries become claimable. The drain hands every
+    entry this consumer still owns back uncharged; a start hands back a previous
+    incarnation's (same consumer id), charged.
+
+The consumer registers under the stream's name, so the controller's drain finds it as it
+finds list consumers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass, replace
+
+import aiohttp
+from redis.asyncio import Redis
+
+from autoscaler import redisqueue as rq
+from autoscaler.consumer.forward import Answer, Forwarder
+from autoscaler.consumer.handler import MessageHandler
+from autoscaler.consumer.metrics import ConsumerMetrics, Outcome
+from autoscaler.consumer.settings import ConsumerSettings
+from autoscaler.consumer.slots import Slots
+from autoscaler.consumer.worker import PUSH_BACK_ATTEMPTS, Worker, make_throttler
+from autoscaler.errors import QueueError
+from autoscaler.redisqueue import streams
+from autoscaler.redisqueue.streams import Entry, Settled, StreamKeys
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    """What only the stream backend needs (flags ``--group``, ``--claim-min-idle``)."""
+
+    # The consumer group; created at the stream's first entry (with the stream) if missing.
+    group: str
+    # Seconds an entry must sit untouched in another consumer's PEL before a claim takes
+    # it. Held entries are touched every heartbeat, so this only has to outlast a few
+    # heartbeats: a shorter value reclaims a crashed consumer's entries sooner.
+    claim_min_idle_s: float = 15.0
+
+    @property
+    def claim_interval_s(self) -> float:
+        """How often a slot looks for claimable entries when the last look found none."""
+        return max(0.05, self.claim_min_idle_s / 4)
+
+
+class StreamHandler(MessageHandler):
+    """One entry's life: deliver, retry (counted in the PEL), dead-letter, ack."""
+
+    def bind(self, k: StreamKeys) -> None:
+        self._k = k
+
+    async def process_entry(self, entry: Entry) -> bool:
+        """True: processed, the caller acks. False: it left our hands or a drain began
+        (then it stays in our PEL for the drain's hand-back)."""
+        started = time.monotonic()
+        try:
+            return await self._deliver_entry(entry)
+        finally:
+            self._metrics.processing_s.observe(time.monotonic() - started)
+
+    async def _deliver_entry(self, entry: Entry) -> bool:
+        body, count = entry.body, entry.count
+        if len(body) > self._s.max_message_bytes:
+            reason = (f"entry is {len(body)} bytes, over the limit of "
+                      f"{self._s.max_message_bytes} (--max-message-bytes)")  # fmt: skip
+            await self.settle(entry, reason, reject=True)
+            return False
+        headers = {"X-Stream-Entry-Id": entry.entry_id}
+        while count > 0:
+            if not await self._breaker.admit(self._stopping):
+                return False
+            try:
+                result = await self._forwarder.post(body, count, headers)
+            except BaseException:
+                self._breaker.abandon()
+                raise
+            if result.answer is Answer.UNAVAILABLE:
+                self._breaker.unavailable(result.reason)
+                continue
+            if result.answer is Answer.RETRY:
+                if self._breaker.failed(entry.entry_id, result.reason):
+                    count = await self._retry_entry(replace(entry, count=count), result.reason)
+                continue
+            self._breaker.answered()
+            if result.answer is Answer.OK:
+                return True
+            await self.settle(replace(entry, count=count), result.reason, reject=True)
+            return False
+        return False
+
+    async def _retry_entry(self, entry: Entry, reason: str) -> int:
+        """The next delivery's count, or 0 when the entry left our hands or a drain began."""
+        settled, count = await self.settle(entry, reason, reject=False)
+        if settled is not Settled.RETRY:
+            return 0
+        self._metrics.count(Outcome.RETRIED)
+        delay_s = self.backoff_s(entry.count)
+        self._log.info("delivery %d of entry %s failed (%s); retrying in %.2fs",
+                       entry.count, entry.entry_id, reason, delay_s)  # fmt: skip
+        return 0 if await self.pause(delay_s) else count
+
+    async def settle(self, entry: Entry, reason: str, *, reject: bool) -> tuple[Settled, int]:
+        """Charge a failed delivery (or dead-letter at the limit), or dead-letter now."""
+        settled, count = await self.redis_op(
+            lambda: streams.settle(self._redis, self._k, entry, reject=reject,
+                                   max_deliveries=self._s.max_deliveries, reason=reason)
+        )  # fmt: skip
+        if settled is Settled.DEAD:
+            self._metrics.count(Outcome.DEAD_LETTERED)
+            self._log.warning("dead-lettered entry %s to %s after %d deliveries: %s",
+                              entry.entry_id, self._k.dead, count, reason)  # fmt: skip
+        elif settled is Settled.GONE:
+            self._log.warning("entry %s is no longer ours (claimed by another consumer, "
+                              "acknowledged or deleted)", entry.entry_id)  # fmt: skip
+        return settled, count
+
+    async def ack_entry(self, entry: Entry) -> None:
+        if await self.redis_op(lambda: streams.ack(self._redis, self._k, entry.entry_id)):
+            self._metrics.count(Outcome.ACKED)
+        else:
+            self._log.warning("acked entry %s was no longer pending (claimed and acknowledged "
+                              "by another consumer meanwhile)", entry.entry_id)  # fmt: skip
+
+
+class StreamSlots(Slots):
+    """The slot tasks of a stream consumer (``Slots`` starts, counts and cancels them)."""
+
+    def bind(self, k: StreamKeys, options: StreamOptions, handler: StreamHandler) -> None:
+        self._k, self._options, self._stream = k, options, handler
+        self.held: dict[str, Entry] = {}  # entry id → what a slot holds now
+        self._cursor = "0-0"
+        self._claim_due_at = 0.0
+
+    async def _run(self, slot: int) -> None:
+        while not self._stopping.is_set():
+            await self._breaker.closed(self._stopping)
+            if self._stopping.is_set():
+                return
+            entry = await self._take_entry()
+            if entry is None:
+                continue
+            self.held[entry.entry_id] = entry
+            self._ledger.took(rq.Delivery(entry.entry_id.encode(), entry.count))
+            self.in_flight += 1
+            self._metrics.in_flight.set(self.in_flight)
+            try:
+                if await self._stream.process_entry(entry):
+                    await self._stream.ack_entry(entry)
+            finally:
+                self.in_flight -= 1
+                self._metrics.in_flight.set(self.in_flight)
+                self.held.pop(entry.entry_id, None)
+                self._ledger.left(entry.entry_id.encode())
+
+    async def _take_entry(self) -> Entry | None:
+        if self._throttler is not None:
+            await self._throttler.acquire()  # type: ignore[no-untyped-call]
+        try:
+            entry = await self._claim() if time.monotonic() >= self._claim_due_at else None
+            if entry is None:
+                block_ms = round(self._s.take_timeout_s * 1000)
+                entry = await streams.read_new(self._redis, self._k, block_ms)
+        except QueueError as e:
+            self._take_failures += 1
+            self._handler.redis_failed(e, self._take_failures)
+            await self._handler.pause(self._handler.backoff_s(self._take_failures))
+            return None
+        self._take_failures = 0
+        if entry is not None and entry.count > self._s.max_deliveries:
+            reason = (f"delivered {entry.count} times; claimed after its consumers vanished "
+                      "holding it")  # fmt: skip
+            await self._stream.settle(entry, reason, reject=True)
+            return None
+        return entry
+
+    async def _claim(self) -> Entry | None:
+        min_idle_ms = round(self._options.claim_min_idle_s * 1000)
+        self._cursor, entries = await streams.claim(self._redis, self._k, min_idle_ms, self._cursor)
+        if entries:
+            entry = entries[0]
+            self._log.info("claimed entry %s (delivery %d): idle for %.1fs or more", entry.entry_id,
+                           entry.count, self._options.claim_min_idle_s)  # fmt: skip
+            return entry
+        if self._cursor == "0-0":  # a whole pass found nothing: look again later
+            self._claim_due_at = time.monotonic() + self._options.claim_interval_s
+        return None
+
+
+class StreamWorker(Worker):
+    """``Worker`` (lifecycle, drain, heartbeat) over a stream; ``settings.queue`` names the
+    stream and ``settings.dead_letter`` the dead-letter stream (default ``<stream>:dead``)."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        session: aiohttp.ClientSession,
+        settings: ConsumerSettings,
+        metrics: ConsumerMetrics,
+        options: StreamOptions,
+        *,
+        rng: random.Random | None = None,
+    ) -> None:
+        super().__init__(redis, session, settings, metrics, rng=rng)
+        rng = rng or random.Random()
+        self._k = StreamKeys(settings.queue, options.group, settings.consumer_id,
+                             settings.dead_letter)  # fmt: skip
+        forwarder = Forwarder(session, settings.forward_url, settings.queue,
+                              settings.consumer_id, settings.request_timeout_s)  # fmt: skip
+        handler = StreamHandler(redis, forwarder, settings, metrics, self._log,
+                                stopping=self._stopping, rng=rng, breaker=self.breaker,
+                                ledger=self._ledger)  # fmt: skip
+        handler.bind(self._k)
+        self._handler = handler
+        self._stream_slots = StreamSlots(
+            redis, settings, handler, metrics, self._log, stopping=self._stopping,
+            throttler=make_throttler(settings.rate_per_s), on_exit=self._task_done,
+            breaker=self.breaker, ledger=self._ledger,
+        )  # fmt: skip
+        self._stream_slots.bind(self._k, options, handler)
+        self._slots = self._stream_slots
+
+    async def _recover(self) -> None:
+        """Create the group if missing; hand back what a previous incarnation held."""
+        if await streams.ensure_group(self._redis, self._k):
+            self._log.info("created consumer group %s at the first entry", self._k.group)
+        handed = await streams.hand_back(self._redis, self._k, uncharge=False)
+        if handed:
+            self._log.warning("handed back %d entries a previous incarnation held: claimable "
+                              "now, each delivery charged", handed)  # fmt: skip
+
+    async def _reconcile_forever(self) -> None:
+        """Every heartbeat interval, reset the idle time of the entries the slots hold."""
+        while True:
+            await asyncio.sleep(self._s.heartbeat_interval_s)
+            try:
+                await streams.touch(self._redis, self._k, list(self._stream_slots.held))
+            except QueueError as e:
+                self._handler.redis_failed(e, 1)
+
+    async def _push_back_all(self) -> int:
+        """Hand every entry we still own back, uncharged: the next claim anywhere takes it."""
+        for attempt in range(1, PUSH_BACK_ATTEMPTS + 1):
+            try:
+                handed = await streams.hand_back(self._redis, self._k, uncharge=True)
+            except QueueError as e:
+                self._handler.redis_failed(e, attempt)
+                await asyncio.sleep(self._handler.backoff_s(attempt))
+                continue
+            self._metrics.count(Outcome.PUSHED_BACK, handed)
+            return handed
+        self.failed = True
+        self._log.error("could not hand back held entries: they stay pending on %s and are "
+                        "claimed after --claim-min-idle", self._k.consumer_id)  # fmt: skip
+        return 0

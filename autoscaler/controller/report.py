@@ -1,0 +1,164 @@
+"""What an operator sees of each workload: the status annotation's conditions, and Events.
+
+Conditions (the ones KEDA's ScaledObject shows), each ``{type, status, reason, message,
+lastTransitionTime}`` — the time changes only when the status flips:
+
+- ``Ready``: every trigger was read (False: ``TriggerError``, naming the causes);
+- ``Active``: a trigger above its activation level, an open ``schedule`` window, Redis
+  memory pressure, or a trigger that cannot be read (unknown is never idle);
+- ``Fallback``: ``fallback-replicas`` is in force;
+- ``Paused``: ``paused`` or ``paused-replicas``.
+
+Events, once per change and never once per cycle, each with the same text in a log line:
+``TriggerFailed`` (Warning; the cause, e.g. Prometheus's "2 series, expected one:
+aggregate it, e.g. sum(...)") and ``TriggerRecovered``; ``WorkloadActive`` and
+``WorkloadIdle``; ``FallbackEntered`` (Warning) and ``FallbackLeft``; ``Paused`` and
+``Resumed``. A cause is compared without the backoff's countdown ("next attempt in 3.2 s"),
+which changes every cycle while the cause does not. ``--dry-run`` logs, writes nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from autoscaler.logs import log_event
+from autoscaler.policy import Decision, Reading, Reason, ScalingSpec
+
+from .workload import Workload, status_of
+
+logger = logging.getLogger(__name__)
+
+CONDITIONS = ("Ready", "Active", "Fallback", "Paused")
+# (condition, new status) → (Event reason, Warning?)
+_EVENTS = {
+    ("Active", True): ("WorkloadActive", False),
+    ("Active", False): ("WorkloadIdle", False),
+    ("Fallback", True): ("FallbackEntered", True),
+    ("Fallback", False): ("FallbackLeft", False),
+    ("Paused", True): ("Paused", False),
+    ("Paused", False): ("Resumed", False),
+}
+_COUNTDOWN = re.compile(r" \(backing off: [^)]*\)| not sent$")
+
+Spawn = Callable[[Coroutine[Any, Any, None]], object]
+
+
+def cause_of(error: str | None) -> str:
+    """The failure's cause as an operator reads it: without the backoff's countdown."""
+    return _COUNTDOWN.sub("", error or "unknown error")
+
+
+def _iso(at: float) -> str:
+    return dt.datetime.fromtimestamp(at, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def conditions_of(
+    decision: Decision, errors: dict[str, str]
+) -> dict[str, tuple[bool, str, str]]:
+    """type → (status, reason, message) for one decision and the triggers' failures."""
+    paused = decision.reason is Reason.PAUSED
+    fallback = decision.reason is Reason.FALLBACK_ACTIVE
+    failing = "; ".join(f"{name}: {cause}" for name, cause in sorted(errors.items()))
+    return {
+        "Ready": (False, "TriggerError", failing) if errors else (True, "TriggersRead", ""),
+        "Active": (True, "Active", decision.message)
+        if decision.active
+        else (False, "Idle", "every trigger at or below its activation level"),
+        "Fallback": (True, "FallbackActive", decision.message)
+        if fallback
+        else (False, "NoFallback", ""),
+        "Paused": (True, "PausedByAnnotation", decision.message)
+        if paused
+        else (False, "NotPaused", ""),
+    }
+
+
+class Reporter:
+    """Conditions, the status annotation and the operator's Events, for every workload."""
+
+    def __init__(self, spawn: Spawn, *, dry_run: bool, wall_clock: Callable[[], float]) -> None:
+        self.spawn = spawn
+        self.dry_run = dry_run
+        self.wall_clock = wall_clock
+
+    def _event(self, w: Workload, reason: str, message: str, *, warning: bool = False) -> None:
+        if not self.dry_run:
+            self.spawn(w.target.record_event(reason, message, warning=warning))
+
+    # ---- triggers ---------------------------------------------------------------------
+
+    def trigger_failed(self, w: Workload, name: str, error: str | None) -> None:
+        """A trigger could not be read: tell once per distinct cause."""
+        cause = cause_of(error)
+        if w.trigger_errors.get(name) == cause:
+            return
+        w.trigger_errors[name] = cause
+        log_event(
+            logger,
+            "trigger failed",
+            logging.WARNING,
+            namespace=w.ref.namespace,
+            workload=w.ref.name,
+            trigger=name,
+            error=cause,
+        )
+        self._event(w, "TriggerFailed", f"{name}: {cause}", warning=True)
+
+    def triggers_read(self, w: Workload, spec: ScalingSpec, readings: list[Reading]) -> None:
+        """After a cycle with failures known: which triggers read again (or are gone)."""
+        read = {t.name for t, r in zip(spec.triggers, readings, strict=True) if r.value is not None}
+        names = {t.name for t in spec.triggers}
+        for name in [n for n in w.trigger_errors if n in read or n not in names]:
+            del w.trigger_errors[name]
+            if name in read:
+                log_event(
+                    logger,
+                    "trigger recovered",
+                    namespace=w.ref.namespace,
+                    workload=w.ref.name,
+                    trigger=name,
+                )
+                self._event(w, "TriggerRecovered", f"{name}: read again")
+
+    # ---- decisions --------------------------------------------------------------------
+
+    def decided(
+        self, w: Workload, spec: ScalingSpec, decision: Decision, readings: list[Reading]
+    ) -> None:
+        """A decision that differs in substance from the last one reported: conditions
+        (Events where one flipped) and the status annotation."""
+        now = self.wall_clock()
+        conditions = []
+        for kind, (status, reason, message) in conditions_of(decision, w.trigger_errors).items():
+            before = w.conditions.get(kind)
+            if before is None or before[0] != status:
+                w.conditions[kind] = (status, _iso(now))
+                if before is not None and (kind, status) in _EVENTS:
+                    event, warning = _EVENTS[kind, status]
+                    text = message or f"{kind} is now {status}"
+                    log_event(
+                        logger,
+                        event,
+                        logging.WARNING if warning else logging.INFO,
+                        namespace=w.ref.namespace,
+                        workload=w.ref.name,
+                        message=text,
+                    )
+                    self._event(w, event, text, warning=warning)
+            condition: dict[str, object] = {
+                "type": kind,
+                "status": "True" if status else "False",
+                "reason": reason,
+                "lastTransitionTime": w.conditions[kind][1],
+            }
+            if message:
+                condition["message"] = message
+            conditions.append(condition)
+        status_doc = status_of(decision, readings, [t.name for t in spec.triggers], now)
+        status_doc["conditions"] = conditions
+        if not self.dry_run:
+            self.spawn(w.target.write_status(status_doc))

@@ -1,0 +1,117 @@
+"""Kubernetes Events on one workload, written the way client-go's recorder writes them.
+
+An Event names its ``involvedObject`` (apiVersion, kind, namespace, name and, once known,
+the uid: without it the Event still shows by name). A repeat of the same type, reason
+and message bumps ``count`` and ``lastTimestamp`` of the Event already written instead
+of creating one more object, so a repeating warning costs one small PATCH. The bump is
+conditional on the Event's resourceVersion; on 409 it re-reads and tries again. An Event
+that expired meanwhile (they live about an hour) is written anew.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+
+from autoscaler.errors import KubeConflictError, KubeNotFoundError
+from autoscaler.workload import WorkloadRef
+
+from . import operations
+from .client import KubeClient, Obj
+
+COMPONENT = "queue-autoscaler"
+MAX_EVENT_MESSAGE = 1024  # the events.k8s.io limit; core/v1 has none, kubectl wraps anyway
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class EventRecorder:
+    """Records Events on one workload; ``uid`` answers the workload's uid when known."""
+
+    def __init__(
+        self,
+        kube: KubeClient,
+        ref: WorkloadRef,
+        *,
+        uid: Callable[[], Awaitable[str | None]],
+        max_remembered: int = 32,
+    ) -> None:
+        self.kube = kube
+        self.ref = ref
+        self._uid = uid
+        # (type, reason, message) → the Event written for it, newest last.
+        self._written: OrderedDict[tuple[str, str, str], Obj] = OrderedDict()
+        self._max_remembered = max_remembered
+
+    async def record(self, reason: str, message: str, *, warning: bool = False) -> Obj:
+        """Write (or bump) the Event; returns it as the API server answered."""
+        kind = "Warning" if warning else "Normal"
+        key = (kind, reason, message[:MAX_EVENT_MESSAGE])
+        known = self._written.get(key)
+        event: Obj | None = None
+        if known is not None:
+            try:
+                event = await self._bump(known)
+            except KubeNotFoundError:
+                event = None  # expired: write a new one
+        if event is None:
+            event = await self._create(*key)
+        self._written[key] = event
+        self._written.move_to_end(key)
+        while len(self._written) > self._max_remembered:
+            self._written.popitem(last=False)
+        return event
+
+    async def _involved_object(self) -> Obj:
+        ref = self.ref
+        involved: Obj = {
+            "apiVersion": operations.API_VERSIONS.get(ref.kind, "apps/v1"),
+            "kind": ref.kind,
+            "namespace": ref.namespace,
+            "name": ref.name,
+        }
+        uid = await self._uid()
+        if uid:
+            involved["uid"] = uid
+        return involved
+
+    async def _create(self, kind: str, reason: str, message: str) -> Obj:
+        now = _now()
+        ref = self.ref
+        body = {
+            "metadata": {"name": f"{ref.name}.{time.time_ns():x}", "namespace": ref.namespace},
+            "involvedObject": await self._involved_object(),
+            "reason": reason,
+            "message": message,
+            "type": kind,
+            "source": {"component": COMPONENT},
+            "reportingComponent": COMPONENT,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        return await operations.create_event(self.kube, ref.namespace, body)
+
+    async def _bump(self, known: Obj) -> Obj:
+        """count + 1 on the Event, conditional on its resourceVersion; on 409 re-read."""
+        namespace, name = self.ref.namespace, known["metadata"]["name"]
+
+        async def write(current: Obj) -> Obj:
+            patch = {
+                "count": int(current.get("count") or 1) + 1,
+                "lastTimestamp": _now(),
+                "metadata": {"resourceVersion": current["metadata"]["resourceVersion"]},
+            }
+            return await operations.patch_event(self.kube, namespace, name, patch)
+
+        async def read() -> Obj:
+            return await operations.read_event(self.kube, namespace, name)
+
+        try:
+            return await write(known)  # from what we wrote last: usually no read needed
+        except KubeConflictError:
+            return await self.kube.read_modify_write(read, write)
