@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 system-deps:
-	@scripts/ensure-system-deps.sh redis-server prometheus
+	@scripts/ensure-system-deps.sh redis-server redis-cli openssl prometheus
 
 # The demo needs only redis-server (prometheus is for the tests' dashboards and alerts).
 demo: $(STAMP)
@@ -24,7 +24,7 @@ demo: $(STAMP)
 	$(VENV)/bin/autoscaler demo $(DEMO_ARGS)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check autoscaler tests bench grafana
+	$(VENV)/bin/ruff check autoscaler tests bench grafana examples
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy --strict autoscaler

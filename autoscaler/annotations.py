@@ -173,7 +173,7 @@ class Key:
             return _FIXED_FORMS[self.kind][0]
         noun = "integer" if self.kind is Kind.INTEGER else "number"
         if self.high < math.inf:
-            return f"{noun} in [{self.low:g}, {self.high:g})"
+            return f"{noun} in {'(' if self.strict else '['}{self.low:g}, {self.high:g})"
         return f"{noun} {'>' if self.strict else '≥'} {self.low:g}"
 
     @property
@@ -407,7 +407,8 @@ KEYS: tuple[Key, ...] = (
         "With min-replicas 0: how long every trigger must stay at or below activation "
         "before going to zero."),
     Key("fallback-replicas", Kind.INTEGER, "spec", "fallback_replicas", None,
-        "After `failure-threshold` failed reads in a row, hold at least this many replicas."),
+        "After `failure-threshold` failed reads in a row, the fallback count "
+        "(see `fallback-behavior`)."),
     Key("failure-threshold", Kind.INTEGER, "spec", "failure_threshold", 3,
         "Failed reads in a row before the fallback.", low=1),
     Key("fallback-behavior", Kind.CHOICE, "spec", "fallback_behavior",

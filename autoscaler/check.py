@@ -9,6 +9,10 @@ controller will use, defaults included) or every error, each naming its key. Ann
 without the label, on the pod template, or on a kind the controller does not scale are
 *warnings*: they are silently unused.
 
+With ``--cluster``, each queue's Redis is also asked whether it can lose messages
+(``redisqueue.read_durability``, as the controller and the sidecar do): neither AOF nor
+RDB, or an eviction ``maxmemory-policy``, is a warning on every workload that uses it.
+
 Also errors, as the controller would silently ignore them: a label or annotation whose
 prefix is a near miss of ``queue-autoscaler.io/`` (``queue-autoscaller.io/…``). Every
 error names the line of its annotation (YAML nodes keep their marks).
@@ -26,6 +30,7 @@ import argparse
 import asyncio
 import difflib
 import json
+import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -69,6 +74,7 @@ class Report:
     warnings: list[str] = field(default_factory=list)
     file: str = ""  # the file (or "cluster") the errors' lines refer to
     lines: dict[str, int] = field(default_factory=dict)  # annotation/label key → its line
+    parsed: ScalingSpec | None = None  # the spec the controller would use (no error)
 
     def where(self, key: str) -> str:
         """``FILE:LINE`` of ``key`` (the object's when the key is absent or from a cluster)."""
@@ -104,6 +110,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=[],
         help="with --cluster: namespace to read (repeatable; default: all namespaces)",
     )
+    parser.add_argument(
+        "--redis-url",
+        default=os.environ.get("REDIS_URL"),
+        help="with --cluster: the controller's --redis-url, for workloads without "
+        "redis-url (default: $REDIS_URL); each queue's Redis is asked whether it can lose "
+        "messages (persistence, eviction policy)",
+    )
     parser.add_argument("--output", choices=("text", "json"), default="text")
     parser.set_defaults(func=run)
 
@@ -115,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
     input_errors: list[str] = []
     if args.cluster:
         reports = [r for obj in _cluster_objects(args) if (r := check_object(obj, "cluster"))]
+        asyncio.run(warn_about_durability(reports, args.redis_url))
     for path in args.files:
         name = "<stdin>" if path == "-" else path
         try:
@@ -334,7 +348,36 @@ def check_object(
     spec, errors = collect_errors(annotations)
     report.errors += errors
     report.spec = effective_values(spec) if spec is not None and not report.errors else None
+    report.parsed = spec if report.spec is not None else None
     return report
+
+
+async def warn_about_durability(reports: list[Report], redis_url: str | None) -> None:
+    """A warning on each report whose queue's Redis can lose messages (one reading per
+    server; a server that cannot be read is a warning too, never an error)."""
+    # Imported here: checking files offline needs no Redis client (~45 ms of imports).
+    from autoscaler.redisconn import make_client
+    from autoscaler.redisqueue import read_durability
+    from autoscaler.remote import redact_url
+
+    users: dict[str, list[Report]] = {}
+    for report in reports:
+        triggers = report.parsed.redis_triggers if report.parsed is not None else ()
+        for url in dict.fromkeys(t.redis_url or redis_url for t in triggers):
+            if url is not None:
+                users.setdefault(url, []).append(report)
+    for url, members in users.items():
+        shown = redact_url(url)
+        try:
+            client = make_client(url)
+            try:
+                found = (await read_durability(client)).warnings()
+            finally:
+                await client.aclose()
+        except AutoscalerError as e:
+            found = [f"cannot read its persistence settings: {e}"]
+        for report in members:
+            report.warnings += [f"redis {shown}: {w}" for w in found]
 
 
 def collect_errors(
@@ -356,14 +399,13 @@ def collect_errors(
             errors.append(e)
             name = e.key.removeprefix(ANNOTATION_PREFIX)
             if e.key in remaining:
-                del remaining[e.key]
-            elif name in _STAND_INS:
-                for needed, value in _STAND_INS[name].items():
-                    if ANNOTATION_PREFIX + needed not in remaining:
-                        remaining[ANNOTATION_PREFIX + needed] = value
-                        stand_ins.add(ANNOTATION_PREFIX + needed)
-            else:
+                del remaining[e.key]  # a bad required key: stand in for it too, below
+            elif name not in _STAND_INS:
                 break
+            for needed, value in _STAND_INS.get(name, {}).items():
+                if ANNOTATION_PREFIX + needed not in remaining:
+                    remaining[ANNOTATION_PREFIX + needed] = value
+                    stand_ins.add(ANNOTATION_PREFIX + needed)
         else:
             return (None if errors else spec), errors
     return None, errors

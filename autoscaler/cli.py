@@ -26,7 +26,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("run", "autoscaler.app.cluster",
      "run the controller (kubeconfig, in-cluster, or --local FILE)"),
     ("consume", "autoscaler.consumer.cli",
-     "the sidecar consumer: Redis list → local processor over HTTP, with acks"),
+     "the sidecar consumer: Redis list or stream → local processor over HTTP, with acks"),
     ("demo", "autoscaler.demo",
      "everything on this machine: Redis, the controller, replicas as local processes"),
     ("simulate", "autoscaler.simulate.cli",

@@ -11,6 +11,12 @@ message's digest (at least 6 hex digits, as logs show it). ``--count N`` takes t
 *oldest*. Replay to the ``head`` (default: taken next) or the ``tail`` of the queue; the
 message starts again with no delivery counted. Exit codes: 0 done, 1 Redis unreachable,
 2 bad input (a flag, an ID that matches nothing, purge without ``--yes``).
+
+With ``--stream S`` instead of ``--queue`` the same actions work on the dead-letter
+*stream* ``S:dead`` that ``consume --stream`` writes: ID is an index (0: the newest) or an
+entry id (the original entry's, as logs show it, or the dead letter's own); a replay adds
+the original fields to the end of ``S`` as a new entry (a stream has no head: ``--to`` is
+ignored) and removes the dead letter, in one script.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from autoscaler import argtypes, keys
 from autoscaler.errors import InputError, QueueError
 from autoscaler.redisconn import make_client
 from autoscaler.redisqueue import deadletters as dl
+from autoscaler.redisqueue import deadstreams
 from autoscaler.remote import redact_url
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -78,9 +85,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
         help=f"default $REDIS_URL, else {DEFAULT_REDIS_URL}; credentials from "
         "$REDIS_USERNAME / $REDIS_PASSWORD(_FILE)",
     )
-    parser.add_argument("--queue", required=True, type=argtypes.nonempty, help="the queue")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--queue", type=argtypes.nonempty, help="the queue (a list)")
+    source.add_argument("--stream", type=argtypes.nonempty, help="or the stream")
     parser.add_argument("--dead-letter", type=argtypes.nonempty, default=None, metavar="KEY",
-                        help="the dead-letter list (default <queue>:dead)")  # fmt: skip
+                        help="the dead-letter list or stream (default <queue>:dead or "
+                        "<stream>:dead)")  # fmt: skip
     parser.add_argument("--json", action="store_true", help="machine-readable output")
 
 
@@ -105,6 +115,8 @@ async def _run(args: argparse.Namespace) -> int:
 
 
 async def _act(redis: Redis, args: argparse.Namespace) -> dict[str, Any]:
+    if args.stream is not None:
+        return await _act_stream(redis, args)
     dead = args.dead_letter or keys.dead_letter_key(args.queue)
     total = await dl.length(redis, dead)
     now = time.time()
@@ -149,6 +161,61 @@ async def _find(redis: Redis, dead: str, total: int, ident: str) -> int:
         found = "no dead letter" if not matches else f"{len(matches)} dead letters"
         raise InputError(f"ID {ident}: {found} in {dead} with that digest")
     return matches[0]
+
+
+async def _act_stream(redis: Redis, args: argparse.Namespace) -> dict[str, Any]:
+    """The actions on a dead-letter stream (see the module docstring)."""
+    dead = args.dead_letter or keys.dead_letter_key(args.stream)
+    total = await deadstreams.dead_count(redis, dead)
+    now = time.time()
+    if args.action == "list":
+        entries = await deadstreams.read_dead(redis, dead, args.limit)
+        return {"dead_letter": dead, "total": total,
+                "entries": [_describe_entry(e, now) for e in entries]}  # fmt: skip
+    chosen = await _select(redis, dead, total, args)
+    if args.action == "show":
+        return {"dead_letter": dead, **_describe_entry(chosen[0], now), **_body(chosen[0].body)}
+    ids = [e.dead_entry_id for e in chosen]
+    if args.action == "replay":
+        moved = await deadstreams.replay_dead(redis, dead, args.stream, ids)
+        return {"replayed": moved, "stream": args.stream, "to": "end", "left": total - moved}
+    purged = await deadstreams.purge_dead(redis, dead, ids)
+    return {"purged": purged, "dead_letter": dead, "left": total - purged}
+
+
+async def _select(
+    redis: Redis, dead: str, total: int, args: argparse.Namespace
+) -> list[deadstreams.DeadEntry]:
+    """The dead letters ``ID`` / ``--count`` / ``--all`` select in a dead-letter stream."""
+    ident: str | None = getattr(args, "id", None)
+    if ident is not None and ident.isdigit() and int(ident) >= total:
+        raise InputError(f"ID {ident}: no such dead letter ({total} in {dead})")
+    everything = await deadstreams.read_dead(redis, dead, max(total, 1))
+    if getattr(args, "all", False):
+        return everything
+    if getattr(args, "count", None) is not None:
+        return everything[-args.count :]
+    assert ident is not None  # argparse requires one of ID, --count, --all
+    if ident.isdigit():
+        return [everything[int(ident)]]
+    found = [e for e in everything if ident in (e.entry_id, e.dead_entry_id)]
+    if not found:
+        raise InputError(f"ID {ident[:80]!r}: no dead letter in {dead} with that entry id")
+    return found[:1]
+
+
+def _describe_entry(entry: deadstreams.DeadEntry, now: float) -> dict[str, Any]:
+    deliveries, at = entry.meta.get("dead-deliveries", ""), entry.meta.get("dead-at", "")
+    return {
+        "index": entry.index,
+        "id": entry.entry_id,
+        "dead_id": entry.dead_entry_id,
+        "bytes": len(entry.body),
+        "deliveries": int(deliveries) if deliveries.isdigit() else None,
+        "age_s": round(max(0.0, now - int(at))) if at.isdigit() else None,
+        "reason": entry.meta.get("dead-reason"),
+        "preview": entry.body[:PREVIEW_CHARS].decode("utf-8", "replace"),
+    }
 
 
 def _describe(entry: dl.DeadLetter, now: float) -> dict[str, Any]:

@@ -2,20 +2,31 @@
 
 Drain (N → M < N), written against the ``Target`` protocol and the registry in Redis:
 
+0. hold it while the replicas belong to two or more ReplicaSets (a Deployment's rollout,
+   in progress or paused): Kubernetes would split the scale-down across them in
+   proportion, each ranking only its own pods, so no choice of victims would hold
+   (``ScaleDownHeld`` Event, every decision, until one ReplicaSet is left);
 1. pick N−M *victims*: replicas not scheduled, then not ready, then without a live
    registered consumer, then idle, then fewest in flight, then newest — never a replica
    with a consumer under scale-in protection (``redisqueue.protect``): with too few
    unprotected replicas the scale-down stops short, and waits (reason
-   ``ScaleDownProtected``) if none is left; protection ends by itself at its expiry;
+   ``ScaleDownProtected``) if none is left; protection ends by itself at its expiry. A
+   StatefulSet's victims are its highest ordinals, the only pods it removes;
 2. ask each victim's consumer to drain (registry ``command = drain``) and give the
    victim the lowest ``controller.kubernetes.io/pod-deletion-cost``, so the ReplicaSet
-   removes exactly these pods;
+   removes exactly these pods (not a StatefulSet's: it ignores the cost); a victim
+   already gone (404) is skipped;
 3. wait until every victim's consumer reports ``drained`` (or its lease died, or
    ``drain-timeout`` passed — its sidecar pushes back what it still holds on SIGTERM);
    meanwhile re-decide every polling interval: if the load rose so that fewer victims
-   are wanted, cancel — victims go back to ``running`` and their cost is restored;
-4. write M; then check which replicas went away and report (Event + metric) any that
-   was not a drained victim (the deletion cost is best effort).
+   are wanted, cancel — victims go back to ``running`` and get back the cost they had
+   before (the user's own, or none);
+4. rank what is there now as Kubernetes will (``removal_order``: readiness beats cost):
+   if it would remove a pod that is not a drained victim — one turned not-ready, one
+   replacing a deleted victim — cancel, and let the next decision pick again;
+5. write M, conditional on the count the drain started from (a scale made meanwhile by
+   someone else stands: cancel, decide again from it); then check which replicas went
+   away and report (Event + metric) any that was not a drained victim.
 
 The reaper returns the processing lists of consumers whose lease expired to their queue
 (``redisqueue.requeue``, atomic and safe with two controllers), under the poison rule: a
@@ -30,7 +41,7 @@ import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from redis.asyncio import Redis
 
@@ -185,6 +196,14 @@ class Drainer:
                 return current
         else:
             self._protected_seen.pop((ns, name), None)
+        marked = [replace(r, deletion_cost=LOWEST_DELETION_COST) if r.name in chosen else r
+                  for r in replicas]  # fmt: skip
+        ahead = [r.name for r in removal_order(marked)[: len(victims)] if r.name not in chosen]
+        if ahead:  # protected, yet not ready: the ReplicaSet would remove it before any victim
+            log_event(logger, "scale-down held", namespace=ns, workload=name, current=current,
+                      desired=desired, pods=",".join(ahead), reason=SCALE_DOWN_PROTECTED,
+                      message="not-ready protected pods would be removed first")  # fmt: skip
+            return current
         log_event(
             logger,
             "drain started",
@@ -302,9 +321,9 @@ class Drainer:
         """One line per change of the protected set (not per cycle while it lasts)."""
         ref = (target.ref.namespace, target.ref.name)
         protected = ",".join(sorted(c.replica.name for c in candidates if c.protected))
-        if self._protected_seen.get(ref) == protected:
+        if self._protected_seen.get(ref) == f"{protected} {desired}":
             return
-        self._protected_seen[ref] = protected
+        self._protected_seen[ref] = f"{protected} {desired}"
         log_event(logger, "scale-down protected", namespace=ref[0], workload=ref[1],
                   reason=SCALE_DOWN_PROTECTED, desired=desired, protected=protected,
                   message="replicas under scale-in protection are not removed")  # fmt: skip
@@ -439,13 +458,20 @@ class Drainer:
     async def _verify(
         self, target: Target, before: list[ReplicaInfo], victims: list[Candidate], desired: int
     ) -> None:
-        """After the scale-down: were the removed replicas the drained ones?"""
+        """After the scale-down: were the removed replicas the drained ones?
+
+        Waits until the count is reached, or ``SETTLE_TIMEOUT_S`` without a replica going
+        away: a StatefulSet (OrderedReady) removes one pod at a time, each after the last
+        has exited, which can take longer than the timeout in all."""
         names = {v.replica.name for v in victims}
         deadline = self.clock() + SETTLE_TIMEOUT_S
         remaining = {r.name for r in await target.replicas()}
         while len(remaining & {r.name for r in before}) > desired and self.clock() < deadline:
             await asyncio.sleep(self.poll_interval_s)
-            remaining = {r.name for r in await target.replicas()}
+            left = {r.name for r in await target.replicas()}
+            if len(left) < len(remaining):
+                deadline = self.clock() + SETTLE_TIMEOUT_S
+            remaining = left
         wrong = sorted(r.name for r in before if r.name not in remaining and r.name not in names)
         survivors = [v for v in victims if v.replica.name in remaining]
         if survivors:  # the ReplicaSet kept a drained victim: put it back to work

@@ -32,19 +32,6 @@ def truncate(text: str, limit: int = MAX_REMOTE_BODY_CHARS) -> str:
     return f"{text[:limit]}… ({len(text) - limit} more chars)"
 
 
-# A failed reading whose error starts so (a workload's ``redis-auth-secret`` could not be
-# read) or names a Secret as the credentials' origin (refused credentials, a CA that does
-# not verify the server) is the user's to fix: the controller writes it as a Warning
-# Event on the workload (reason ``SECRET_EVENT_REASON``), besides the failed reading.
-SECRET_PROBLEM = "redis-auth-secret "
-SECRET_EVENT_REASON = "RedisCredentials"
-
-
-def names_a_secret(error: str) -> bool:
-    """Is this reading error about a workload's Secret (see ``SECRET_PROBLEM``)?"""
-    return SECRET_PROBLEM in error or "from Secret " in error
-
-
 class AutoscalerError(Exception):
     """Root of every error this package raises on purpose."""
 

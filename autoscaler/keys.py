@@ -43,6 +43,12 @@ protection
 processed
     ``queue-autoscaler:processed:<queue>``: a counter of acked messages (the rate-aware
     policy reads it as the service rate).
+stream
+    A user's Redis stream read by a consumer group (``consume --stream``): an entry stays
+    in the group's pending list from ``XREADGROUP`` to ``XACK``, so a stream consumer has
+    no processing list, deliveries or journal; it registers under the stream's name (the
+    registry, lease and processed keys above, with the stream as ``<queue>``), and its dead
+    letters go to the stream ``dead_letter_key(stream)`` (``redisqueue.streams``).
 """
 
 from __future__ import annotations

@@ -36,6 +36,7 @@ import contextlib
 import hashlib
 import math
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -81,6 +82,13 @@ class RedisCredentials(CredentialProvider):
         self.ca_file, self.ca_data = ca_file, ca_data
         self.cert_file, self.key_file = cert_file, key_file
         self.origin = origin
+        self.folder: str | None = None  # the private directory of files written for a Secret
+
+    def remove_files(self) -> None:
+        """Delete the files written for a Secret (its client is closed)."""
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self.folder = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> RedisCredentials:
@@ -107,12 +115,12 @@ class RedisCredentials(CredentialProvider):
                     text[key] = data[key].decode()
                 except UnicodeDecodeError:
                     raise InputError(f"{origin}: key {key} is not UTF-8 text") from None
-        cert_file = key_file = None
+        cert_file = key_file = folder = None
         if "tls.crt" in text or "tls.key" in text:
             folder = tempfile.mkdtemp(prefix="redis-tls-")  # mode 0700
             cert_file, key_file = _write(folder, "tls.crt", text), _write(folder, "tls.key", text)
         password = text.get("password", "").removesuffix("\n") or None
-        return cls(
+        credentials = cls(
             text.get("username", "").strip() or None,
             EnvSecret(f"{origin} key password", password),
             ca_data=text.get("ca.crt") or None,
@@ -120,6 +128,8 @@ class RedisCredentials(CredentialProvider):
             key_file=key_file,
             origin=origin,
         )
+        credentials.folder = folder
+        return credentials
 
     @property
     def present(self) -> bool:
@@ -340,6 +350,7 @@ class SecretClient:
         self._options = client_options
         self._client: aioredis.Redis | None = None
         self._retired: aioredis.Redis | None = None
+        self._files: list[RedisCredentials] = []  # of the current and the retired client
         self._digest: str | None = None
         self._fetched_at = -math.inf
         self._lock = asyncio.Lock()
@@ -371,6 +382,9 @@ class SecretClient:
                 client = make_client(self.url, credentials, **self._options)
                 if self._retired is not None:
                     await _close_quietly(self._retired)
+                while len(self._files) > 1:  # the retired client's files: it is closed
+                    self._files.pop(0).remove_files()
+                self._files.append(credentials)
                 self._retired, self._client, self._digest = self._client, client, digest
             return self._client
 
@@ -379,6 +393,9 @@ class SecretClient:
             if client is not None:
                 await _close_quietly(client)
         self._client = self._retired = None
+        for credentials in self._files:
+            credentials.remove_files()
+        self._files.clear()
 
 
 async def _close_quietly(client: aioredis.Redis) -> None:

@@ -58,9 +58,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     scope.add_argument(
         "-n", "--namespace", help="this namespace (default: the kubeconfig context's)"
     )
-    scope.add_argument(
-        "-A", "--all-namespaces", action="store_true", help="every namespace"
-    )
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="every namespace")
     parser.add_argument(
         "-o", "--output", choices=("wide", "json"), help="wide: conditions and message too"
     )
@@ -95,7 +93,9 @@ class Row:
         ]  # fmt: skip
         if wide:
             by_type = {c.get("type"): c.get("status", "Unknown") for c in self.conditions}
-            out += [str(by_type.get(t, "Unknown")) for t in ("Ready", "Active", "Fallback", "Paused")]
+            out += [
+                str(by_type.get(t, "Unknown")) for t in ("Ready", "Active", "Fallback", "Paused")
+            ]
             out.append(self.message or "-")
         return out
 

@@ -27,12 +27,14 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import generate_latest
 from redis.asyncio.connection import Connection
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
 from autoscaler.annotations import ANNOTATION_PREFIX
 from autoscaler.controller import Controller
+from autoscaler.exposition import Exposition
 from autoscaler.metrics import ControllerMetrics
 from autoscaler.redisconn import RedisCredentials, make_client
 from autoscaler.sources import SourcePool
@@ -115,6 +117,44 @@ async def lua_read_floor(client: aioredis.Redis, queues: list[str]) -> float:
     return time.process_time() - c0
 
 
+async def bench_scrape(metrics: ControllerMetrics) -> dict[str, float]:
+    """One /metrics render as the controller serves it (``metrics.render`` in a worker
+    thread, ``exposition.Exposition``) while a probe measures how late the event loop's
+    timers fire; beside it prometheus_client's ``generate_latest`` of the same registry,
+    and the floor: as many ready-made lines joined."""
+    exposition = Exposition(metrics.registry, render=metrics.render)
+    stalls: list[float] = []
+
+    async def probe() -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            before = loop.time()
+            await asyncio.sleep(0.01)
+            stalls.append(loop.time() - before - 0.01)
+
+    probing = asyncio.create_task(probe())
+    await asyncio.sleep(0.05)
+    w0 = time.perf_counter()
+    body = await exposition.body()
+    render = time.perf_counter() - w0
+    probing.cancel()
+    lines = body.count(b"\n")
+    c0 = time.perf_counter()
+    generate_latest(metrics.registry)
+    reference = time.perf_counter() - c0
+    ready = [b"queue_autoscaler_x{namespace=\"bench\",workload=\"w1\"} 1.0"] * lines
+    c0 = time.perf_counter()
+    b"\n".join(ready)
+    return {
+        "render_ms": 1000 * render,
+        "lines": lines,
+        "mb": len(body) / 1e6,
+        "lag_ms": 1000 * max(stalls, default=0.0),
+        "join_ms": 1000 * (time.perf_counter() - c0),
+        "reference_ms": 1000 * reference,
+    }
+
+
 async def move_every_queue(client: aioredis.Redis, n: int, cycle: int) -> None:
     await client.eval(MOVE, 0, n, cycle)  # type: ignore[misc]
 
@@ -163,9 +203,11 @@ async def bench_controller(
         trips.append(CountingConnection.sent - sent)
         await asyncio.sleep(0)  # let any spawned write run
         writes += sum(len(t.writes) for t in targets.values())
+    scrape = await bench_scrape(controller.metrics) if moving else {}
     await controller.aclose()
     await pool.aclose()
     return {
+        **scrape,
         "trips": sum(trips) / CYCLES,
         "cpu_ms": 1000 * statistics.median(cpu),
         "cpu_min_ms": 1000 * min(cpu),
@@ -223,6 +265,12 @@ async def main_moving(sizes: list[int], url: str, client: aioredis.Redis) -> Non
         print(
             f"{n:>9} | {r['cpu_ms']:>11.1f} ({r['cpu_min_ms']:.1f}-{r['cpu_max_ms']:.1f})"
             f"{'':>9} | {r['floor_ms']:>8.1f} | {r['cpu_ms'] / r['floor_ms']:.1f}x"
+        )
+        print(
+            f"{'':>9}   /metrics: {r['lines']:.0f} lines, {r['mb']:.1f} MB, rendered off-loop "
+            f"in {r['render_ms']:.0f} ms wall (generate_latest: {r['reference_ms']:.0f} ms; "
+            f"floor, joining as many ready lines: {r['join_ms']:.1f} ms); event loop's "
+            f"longest stall meanwhile {r['lag_ms']:.1f} ms"
         )
 
 

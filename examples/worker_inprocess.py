@@ -26,6 +26,7 @@ import logging
 import os
 import sys
 
+from autoscaler.errors import AutoscalerError
 from autoscaler.worker import Message, Worker
 
 
@@ -118,4 +119,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    asyncio.run(main(parse_args()))
+    try:
+        asyncio.run(main(parse_args()))
+    except (AutoscalerError, ValueError) as e:  # Redis unreachable, a bad URL or setting
+        sys.exit(f"worker: {e}")

@@ -82,7 +82,7 @@ def render() -> str:
         "The controller (`autoscaler run`) serves `queue_autoscaler_*` on `--metrics-port`",
         "(container port `metrics`, 8080); each sidecar (`autoscaler consume`) serves",
         "`queue_consumer_*` on `--metrics-port` (container port `consumer-metrics`).",
-        "Counters and histograms also expose a `_created` sample (prometheus-client).",
+        "No `_created` samples (switched off: no dashboard or alert reads them).",
         "The scrape adds `pod` (and `namespace` where a series has none); the controller's",
         "PodMonitor sets `honorLabels: true` so that the workload's `namespace` label is kept.",
         "",

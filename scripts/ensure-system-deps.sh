@@ -12,6 +12,7 @@ pkgs=()
 for bin in "${missing[@]}"; do
   case "$bin" in
     promtool) pkgs+=(prometheus) ;;
+    redis-cli) pkgs+=(redis-tools) ;;  # `--cluster create` (the Cluster tests)
     *) pkgs+=("$bin") ;;
   esac
 done

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -76,10 +75,12 @@ def hpa(name: str, target_kind: str, target: str, *, namespace: str = "default")
 async def wait_for(
     predicate: Callable[[], object], timeout_s: float = 5.0, what: str = "condition"
 ) -> None:
-    """Poll ``predicate`` every 10 ms until it is truthy; fail after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
+    """Poll ``predicate`` every 10 ms until it is truthy; fail after ``timeout_s`` of loop
+    time (under ``looptime`` that is fake time: the deadline is then exact)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
     while not predicate():
-        if time.monotonic() > deadline:
+        if loop.time() > deadline:
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
         await asyncio.sleep(0.01)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from autoscaler.errors import ReplicasChangedError
 from autoscaler.workload import ReplicaInfo, WorkloadRef
@@ -41,7 +41,11 @@ class MemoryTarget:
         self.changed.set()
 
     async def replicas(self) -> list[ReplicaInfo]:
-        return list(self.pods)
+        """The pods, with the deletion costs set since (as a pod list shows them)."""
+        return [
+            replace(p, deletion_cost=self.costs[p.name]) if p.name in self.costs else p
+            for p in self.pods
+        ]
 
     async def set_deletion_cost(self, name: str, cost: int | None) -> None:
         self.costs[name] = cost

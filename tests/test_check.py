@@ -16,6 +16,7 @@ from autoscaler.annotations import ANNOTATION_PREFIX, ENABLED_LABEL, KEYS, parse
 from autoscaler.annotations import effective_values as render_spec
 from autoscaler.check import collect_errors
 from autoscaler.cli import main
+from tests.servers import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = ROOT / "deploy" / "examples" / "worker.yaml"
@@ -320,3 +321,111 @@ async def test_cluster_against_the_fake_api_server(
         for r in fake_kube.requests
         if r.is_resource
     )
+
+
+@pytest.mark.skipif(FakeKubeServer is None, reason="tests/fakekube is not available")
+async def test_cluster_warns_about_a_redis_that_can_lose_messages(
+    fake_kube: Any, own_redis: RedisServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The test server runs with neither AOF nor RDB: a warning on the workload that uses
+    it (not an error: exit 0); a Redis that cannot be read is a warning naming it."""
+    worker = yaml.safe_load(WORKER.read_text())
+    worker["metadata"]["namespace"] = "apps"
+    del worker["metadata"]["annotations"][ANNOTATION_PREFIX + "redis-url"]  # --redis-url's
+    fake_kube.create(worker)
+    away = yaml.safe_load(WORKER.read_text())
+    away["metadata"].update(name="away", namespace="apps")
+    away["metadata"]["annotations"][ANNOTATION_PREFIX + "redis-url"] = "redis://127.0.0.1:1/0"
+    fake_kube.create(away)
+    argv = ["check", "--cluster", "--kubeconfig", str(fake_kube.kubeconfig),
+            "--namespace", "apps", "--redis-url", own_redis.url, "--output", "json"]  # fmt: skip
+    code = await asyncio.to_thread(main, argv)
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0, report
+    warnings = {w["name"]: w["warnings"] for w in report["workloads"]}
+    [persistence] = warnings["worker"]
+    assert persistence.startswith(f"redis redis://127.0.0.1:{own_redis.port}/0: neither AOF")
+    [unread] = warnings["away"]
+    assert unread.startswith("redis redis://127.0.0.1:1/0: cannot read its persistence"), unread
+
+
+# ---- what passed silently before (issue 15) ----------------------------------------------
+
+DEPLOYMENT = """apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: w
+  labels:
+    queue-autoscaler.io/enabled: "true"
+  annotations:
+    queue-autoscaler.io/redis-list: jobs
+    queue-autoscaler.io/messages-per-replica: "10"
+"""
+
+
+def test_a_near_miss_of_the_prefix_is_an_error_at_its_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "typo.yaml"
+    path.write_text(DEPLOYMENT + '    queue-autoscaller.io/max-replicas: "5"\n')
+    assert main(["check", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert f"{path}:10: error: annotation queue-autoscaller.io/max-replicas: '5': expected " in out
+    assert "did you mean queue-autoscaler.io/max-replicas?" in out
+
+
+def test_a_typo_in_the_label_alone_is_still_reported(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "typo.yaml"
+    path.write_text(DEPLOYMENT.replace("queue-autoscaler.io/", "queue-autoscaller.io/"))
+    code, report = run_json(capsys, str(path))
+    assert code == 1
+    wheres = [(e["key"], e["where"]) for e in report["workloads"][0]["errors"]]
+    assert wheres[0] == ("queue-autoscaller.io/enabled", f"{path}:6")
+    assert len(wheres) == 3
+
+
+def test_errors_point_at_the_annotations_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text(
+        DEPLOYMENT.replace('"10"', '"ten"') + '    queue-autoscaler.io/polling-interval: "1ms"\n'
+    )
+    assert main(["check", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert f"{path}:9: error: annotation {ANNOTATION_PREFIX}messages-per-replica: 'ten'" in out
+    assert f"{path}:10: error: annotation {ANNOTATION_PREFIX}polling-interval: '1ms'" in out
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (DEPLOYMENT + '    queue-autoscaler.io/messages-per-replica: "20"\n',
+         ":10: duplicate key 'queue-autoscaler.io/messages-per-replica' (first on line 9)"),
+        ("replicaCount: 3\nimage: {tag: v1}\n", ":1: not a Kubernetes object"),
+        ("", ": empty: no Kubernetes object in it"),
+        ("# only a comment\n---\n", ": empty: no Kubernetes object in it"),
+    ],
+)  # fmt: skip
+def test_duplicate_keys_non_kubernetes_and_empty_files_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, message: str
+) -> None:
+    path = tmp_path / "in.yaml"
+    path.write_text(text)
+    assert main(["check", str(path)]) == 2
+    assert f"{path}{message}" in capsys.readouterr().err
+
+
+def test_json_output_on_bad_yaml_is_still_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good, bad = tmp_path / "good.yaml", tmp_path / "bad.yaml"
+    good.write_text(DEPLOYMENT)
+    bad.write_text("apiVersion: v1\nkind: X\nmetadata: {name: [x\n")
+    code, report = run_json(capsys, str(good), str(bad))
+    assert code == 2
+    assert [w["name"] for w in report["workloads"]] == ["w"]
+    assert len(report["input_errors"]) == 1
+    assert report["input_errors"][0].startswith(f"{bad}:4:1: bad YAML")

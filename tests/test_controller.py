@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 from autoscaler.annotations import ANNOTATION_PREFIX
 from autoscaler.controller import Controller
 from autoscaler.drain import Drainer
-from autoscaler.keys import Command, ConsumerField, ConsumerState, consumer_key
+from autoscaler.keys import Command, ConsumerField, ConsumerState, consumer_key, quarantine_key
 from autoscaler.metrics import ControllerMetrics
 from autoscaler.redisqueue import ConsumerKeys, heartbeat, set_command
 from autoscaler.redisqueue.registry import Registration
@@ -140,6 +140,34 @@ async def test_backlog_scales_within_one_interval_then_back_to_min(
         )
         == 1
     )
+
+
+async def test_quarantined_messages_keep_a_workload_from_scaling_to_zero(
+    redis_url: str, redis_client: aioredis.Redis
+) -> None:
+    """min-replicas 0, the queue empty, one message in its quarantine: that message waits
+    for a consumer, so the workload keeps one; once the quarantine is empty it goes to 0."""
+    clock = ManualClock()
+    h = Harness(redis_url, clock=clock)
+    ref = h.add("held", replicas=1, min_replicas="0")
+    await redis_client.rpush(quarantine_key("held"), "suspect")
+    try:
+        for _ in range(5):
+            clock.advance(1.0)
+            await h.controller.cycle()
+            decision = h.controller.workloads[ref].last_decision
+            assert decision is not None and decision.replicas == 1, decision
+        assert h.replicas(ref) == 1 and h.targets[ref].scales == []
+        await redis_client.delete(quarantine_key("held"))
+        deadline = time.monotonic() + 5
+        while h.replicas(ref) != 0:
+            assert time.monotonic() < deadline, "not scaled to zero with nothing waiting"
+            clock.advance(1.0)
+            await h.controller.cycle()
+            await asyncio.sleep(0.02)
+    finally:
+        await h.controller.aclose()
+        await h.pool.aclose()
 
 
 async def test_invalid_spec_is_reported_and_others_still_scale(

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
 from autoscaler.annotations import spec_with
-from autoscaler.drain import Candidate, Drainer, pick_victims
+from autoscaler.drain import Candidate, Drainer, pick_victims, removal_order, rollout_owners
 from autoscaler.keys import Command, ConsumerField, ConsumerState, consumer_key
 from autoscaler.metrics import ControllerMetrics
 from autoscaler.policy import RedisTrigger
-from autoscaler.redisqueue import ConsumerInfo, ConsumerKeys, heartbeat, set_command
+from autoscaler.redisqueue import ConsumerInfo, ConsumerKeys, heartbeat, protect, set_command
 from autoscaler.redisqueue.registry import Registration
 from autoscaler.workload import ReplicaInfo, WorkloadRef
 from tests.memtarget import MemoryTarget
@@ -75,3 +76,75 @@ async def test_stale_drain_commands_are_released(
     assert command == b"run"
     assert target.costs[stale] is None
     assert await drainer.release_stale(target, SPEC) == 0
+
+
+def test_statefulset_victims_are_the_highest_ordinals_down_to_a_protected_one() -> None:
+    def cand(ordinal: int, *, ready: bool = True, protected: bool = False) -> Candidate:
+        replica = ReplicaInfo(f"db-{ordinal}", ready, float(ordinal), ordinal=ordinal)
+        consumer = replace(info(f"db-{ordinal}", 0), protected_ms=1000 if protected else 0)
+        return Candidate(replica, ((None, consumer),))
+
+    # Not-ready db-0 and idle ones do not matter: a StatefulSet removes from the top.
+    candidates = [cand(0, ready=False), cand(1), cand(2), cand(3)]
+    assert [c.replica.name for c in pick_victims(candidates, 2)] == ["db-3", "db-2"]
+    protected = [cand(0), cand(1), cand(2, protected=True), cand(3)]
+    assert [c.replica.name for c in pick_victims(protected, 3)] == ["db-3"]
+
+
+def test_removal_order_puts_readiness_before_cost_and_rollouts_show_two_owners() -> None:
+    lowest = -(2**31)
+    victim = ReplicaInfo("victim", True, 1.0, deletion_cost=lowest, owner="rs-a")
+    not_ready = ReplicaInfo("turned-not-ready", False, 2.0, owner="rs-a")
+    pending = ReplicaInfo("pending", False, 3.0, running=False, owner="rs-a")
+    user_cost = ReplicaInfo("user", True, 4.0, deletion_cost=-5, owner="rs-a")
+    order = [r.name for r in removal_order([user_cost, victim, not_ready, pending])]
+    assert order == ["pending", "turned-not-ready", "victim", "user"]
+    assert rollout_owners([victim, not_ready]) == []
+    assert rollout_owners([victim, replace(user_cost, owner="rs-b")]) == ["rs-a", "rs-b"]
+    sts = [ReplicaInfo(f"db-{i}", True, 0.0, owner="db", ordinal=i) for i in range(3)]
+    assert [r.name for r in removal_order(sts)] == ["db-2", "db-1", "db-0"]
+
+
+async def test_scale_down_is_held_while_two_replica_sets_have_pods(
+    redis_client: aioredis.Redis,
+) -> None:
+    target = MemoryTarget(WorkloadRef("default", "w"), replica_count=3)
+    target.pods = [ReplicaInfo(f"w-{i}", True, float(i), owner=f"rs-{i % 2}") for i in range(3)]
+    drainer = Drainer(lambda url: redis_client, ControllerMetrics(CollectorRegistry()))
+    assert await drainer.scale_down(target, SPEC, 3, 1, _never) == 3
+    assert target.scales == [] and target.costs == {}
+    [(reason, message, warning)] = target.events
+    assert (reason, warning) == ("ScaleDownHeld", False)
+    assert "rs-0, rs-1" in message
+
+
+async def test_a_scale_made_meanwhile_stands_and_the_users_cost_comes_back(
+    redis_client: aioredis.Redis,
+) -> None:
+    target = MemoryTarget(WorkloadRef("default", "w"), replica_count=3)
+    target.pods = [ReplicaInfo(f"w-{i}", True, float(i), deletion_cost=7) for i in range(3)]
+    drainer = Drainer(lambda url: redis_client, ControllerMetrics(CollectorRegistry()))
+    target.replica_count = 5  # `kubectl scale --replicas=5` after the controller read 3
+    assert await drainer.scale_down(target, SPEC, 3, 1, _never) == 5
+    assert target.scales == []  # the conditional write was refused: nothing overwritten
+    assert set(target.costs.values()) == {7}  # put back exactly, not deleted
+    assert len(target.costs) == 2
+
+
+async def _never() -> int | None:
+    return None
+
+
+async def test_a_protected_pod_that_is_not_ready_holds_the_scale_down(
+    redis_client: aioredis.Redis,
+) -> None:
+    """The ReplicaSet would remove a not-ready pod before any victim marked −2³¹: when that
+    pod is protected, no drain starts (it would only be cancelled, again and again)."""
+    target = MemoryTarget(WorkloadRef("default", "w"), replica_count=3)
+    target.pods = [ReplicaInfo(f"w-{i}", i != 0, float(i)) for i in range(3)]
+    reg = Registration(ConsumerKeys("jobs", "w-0"), "w-0", "token", 5, time.time())
+    await heartbeat(redis_client, reg, ConsumerState.RUNNING, 0, 10_000)
+    assert await protect(redis_client, "w-0", 60, "jobs")
+    drainer = Drainer(lambda url: redis_client, ControllerMetrics(CollectorRegistry()))
+    assert await drainer.scale_down(target, SPEC, 3, 2, _never) == 3
+    assert target.scales == [] and target.costs == {}

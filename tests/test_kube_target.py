@@ -7,7 +7,7 @@ import json
 import pytest
 
 from autoscaler.annotations import STATUS_ANNOTATION
-from autoscaler.errors import KubeNotFoundError
+from autoscaler.errors import KubeNotFoundError, ReplicasChangedError
 from autoscaler.kube import KubeClient
 from autoscaler.targets import Target
 from autoscaler.targets.kubernetes import DELETION_COST, KubeTarget
@@ -94,6 +94,45 @@ async def test_deletion_cost_set_removed_and_honoured(
     await target.set_deletion_cost(survivor, None)
     pod = fake_kube.get("pods", "default", survivor)
     assert pod is not None and DELETION_COST not in (pod["metadata"].get("annotations") or {})
+
+
+async def test_conditional_scale_refused_when_someone_else_scaled(
+    fake_kube: FakeKubeServer, kube: KubeClient
+) -> None:
+    fake_kube.create(workload("Deployment", "web", replicas=3))
+    target = _target(kube)
+    await target.scale(2, expected=3)  # a JSON patch: test /spec/replicas, then replace
+    [patch] = requests_of(fake_kube, "patch")
+    assert patch.body == [
+        {"op": "test", "path": "/spec/replicas", "value": 3},
+        {"op": "replace", "path": "/spec/replicas", "value": 2},
+    ]
+    with pytest.raises(ReplicasChangedError) as refused:
+        await target.scale(1, expected=3)
+    assert refused.value.found == 2
+    assert (await target.read_scale()).desired == 2
+
+
+async def test_replicas_carry_owner_ordinal_and_the_users_cost_and_a_gone_pod_is_skipped(
+    fake_kube: FakeKubeServer, kube: KubeClient
+) -> None:
+    fake_kube.create(workload("StatefulSet", "db", replicas=2))
+    sts = {
+        r.name: r
+        for r in await _target(kube, WorkloadRef("default", "db", "StatefulSet")).replicas()
+    }
+    assert {n: (r.owner, r.ordinal) for n, r in sts.items()} == {
+        "db-0": ("db", 0),
+        "db-1": ("db", 1),
+    }
+    fake_kube.create(workload("Deployment", "web", replicas=2))
+    target = _target(kube)
+    first, second = fake_kube.pod_names("default", "app=web")
+    await target.set_deletion_cost(first, 0)
+    web = {r.name: r for r in await target.replicas()}
+    assert (web[first].deletion_cost, web[second].deletion_cost) == (0, None)  # set vs none
+    assert len({r.owner for r in web.values()}) == 1 and web[first].ordinal is None
+    await target.set_deletion_cost("gone", -(2**31))  # 404: nothing to rank, no error
 
 
 async def test_events_are_created_and_aggregated(

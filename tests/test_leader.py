@@ -1,15 +1,17 @@
 """Leader election on a Lease, over real HTTP against the fake API server.
 
-Short durations (lease 2 s — ``leaseDurationSeconds`` is a whole number — renew deadline
-1 s, retry 0.2 s) keep the tests fast; a sampler checks both electors every 5 ms so that
-two leaders at once would be caught.
+The electors, the fake API server and the tests share one event loop on fake time
+(``looptime``): waiting out a lease takes no wall-clock time, and how long a hand-over
+took is read from ``loop.time()``, exact whatever the machine's load. Short durations
+(lease 2 s — ``leaseDurationSeconds`` is a whole number — renew deadline 1 s, retry
+0.2 s) keep the loop's work small; a sampler checks both electors every 5 ms of loop
+time so that two leaders at once would be caught.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -19,10 +21,12 @@ from autoscaler.kube import KubeClient, LeaderElector, LeaderSettings
 from autoscaler.metrics import ControllerMetrics
 from tests.fakekube import FakeKubeServer
 from tests.fakekube.fixtures import fake_kube as fake_kube
-from tests.kubeutil import connect, stop, wait_for
+from tests.kubeutil import connect, requests_of, stop, wait_for
 from tests.kubeutil import metrics as metrics
 
 SHORT = LeaderSettings(lease_duration_s=2.0, renew_deadline_s=1.0, retry_period_s=0.2)
+JITTERED_RETRY_S = SHORT.retry_period_s * 1.2  # a standby's retry, jitter included
+POLL_S = 0.01  # wait_for's step: a change is seen up to this late
 
 
 @pytest_asyncio.fixture
@@ -38,12 +42,13 @@ async def never_two_leaders(*electors: LeaderElector) -> AsyncIterator[Callable[
     """Sample ``is_leader`` of all electors while the block runs; fail on two at once."""
     overlaps: list[float] = []
     samples = 0
+    loop = asyncio.get_running_loop()
 
     async def sample() -> None:
         nonlocal samples
         while True:
             if sum(e.is_leader.is_set() for e in electors) > 1:
-                overlaps.append(time.monotonic())
+                overlaps.append(loop.time())
             samples += 1
             await asyncio.sleep(0.005)
 
@@ -53,6 +58,11 @@ async def never_two_leaders(*electors: LeaderElector) -> AsyncIterator[Callable[
     finally:
         await stop(task)
     assert not overlaps, f"two leaders at once, {len(overlaps)} samples"
+
+
+def lease_writes(fake_kube: FakeKubeServer) -> int:
+    """Acquisitions and renewals so far (each one PATCH of the Lease)."""
+    return len(requests_of(fake_kube, "patch", "/leases/"))
 
 
 def leaders(*electors: LeaderElector) -> list[LeaderElector]:
@@ -66,6 +76,7 @@ def lease(fake_kube: FakeKubeServer) -> dict[str, object]:
     return spec
 
 
+@pytest.mark.looptime
 async def test_two_electors_exactly_one_leader(
     fake_kube: FakeKubeServer,
     clients: tuple[KubeClient, KubeClient],
@@ -77,8 +88,10 @@ async def test_two_electors_exactly_one_leader(
         tasks = [asyncio.create_task(e.run()) for e in (a, b)]
         await wait_for(lambda: leaders(a, b), what="a leader")
         (leader,) = leaders(a, b)
-        start = samples()
-        await wait_for(lambda: samples() > start + 200, what="samples")  # ≥ 1 s: renewals
+        writes, start = lease_writes(fake_kube), samples()
+        # Five renewals (a second of loop time), sampled all along: still the one leader.
+        await wait_for(lambda: lease_writes(fake_kube) >= writes + 5, what="five renewals")
+        assert samples() > start + 100
         assert leaders(a, b) == [leader]
         assert lease(fake_kube)["holderIdentity"] == leader.identity
         assert metrics.registry.get_sample_value("queue_autoscaler_leader") == (
@@ -90,30 +103,37 @@ async def test_two_electors_exactly_one_leader(
     assert metrics.registry.get_sample_value("queue_autoscaler_leader") == 0.0
 
 
+@pytest.mark.looptime
 async def test_clean_stop_releases_and_standby_leads_within_retry_period(
     fake_kube: FakeKubeServer, clients: tuple[KubeClient, KubeClient]
 ) -> None:
+    loop = asyncio.get_running_loop()
     a = LeaderElector(clients[0], SHORT, identity="a")
     b = LeaderElector(clients[1], SHORT, identity="b")
     async with never_two_leaders(a, b):
         task_a = asyncio.create_task(a.run())
         await wait_for(a.is_leader.is_set, what="a leads")
+        reads = len(requests_of(fake_kube, "get", "/leases/"))  # a renews without reading
         task_b = asyncio.create_task(b.run())
-        await wait_for(lambda: lease(fake_kube).get("holderIdentity") == "a")
+        await wait_for(lambda: len(requests_of(fake_kube, "get", "/leases/")) > reads,
+                       what="b to find the Lease held")  # fmt: skip
+        assert not b.is_leader.is_set()  # a standby now, waiting for its next retry
         await stop(task_a)  # clean shutdown: release
-        released = time.monotonic()
+        released = loop.time()
         assert lease(fake_kube)["holderIdentity"] == ""
         await wait_for(b.is_leader.is_set, timeout_s=2.0, what="b leads")
-        took = time.monotonic() - released
+        took = loop.time() - released
         await stop(task_b)
-    # About one retry period (0.2 s plus jitter): far less than the lease duration.
-    assert took < SHORT.lease_duration_s / 2
+    # At b's next retry (0.2 s plus up to 20% jitter), not after a lease duration.
+    assert took <= JITTERED_RETRY_S + POLL_S
     assert lease(fake_kube)["leaseTransitions"] == 1
 
 
+@pytest.mark.looptime
 async def test_crashed_leader_is_replaced_within_lease_duration(
     fake_kube: FakeKubeServer, clients: tuple[KubeClient, KubeClient]
 ) -> None:
+    loop = asyncio.get_running_loop()
     a = LeaderElector(clients[0], SHORT, identity="a")
     b = LeaderElector(clients[1], SHORT, identity="b")
     async with never_two_leaders(a, b):
@@ -124,38 +144,49 @@ async def test_crashed_leader_is_replaced_within_lease_duration(
         renewed = lease(fake_kube)["renewTime"]
         await wait_for(lambda: lease(fake_kube)["renewTime"] != renewed, what="a renews")
         await stop(task_a)  # a crash: no release
-        crashed = time.monotonic()
+        crashed = loop.time()
         assert lease(fake_kube)["holderIdentity"] == "a"
         assert not b.is_leader.is_set()
         await wait_for(b.is_leader.is_set, timeout_s=5.0, what="b takes over")
-        took = time.monotonic() - crashed
+        took = loop.time() - crashed
         assert lease(fake_kube)["holderIdentity"] == "b"
         await stop(task_b)
-    # b waits a whole lease duration from when it last saw the Lease change.
-    assert 0.5 < took < SHORT.lease_duration_s + 1.0
+    # b waits a whole lease duration from when it first saw a's last renewal: that renewal
+    # was at most one retry period before the crash, and b sees it (and later sees the
+    # Lease expired) at its next retry.
+    assert SHORT.lease_duration_s - SHORT.retry_period_s - POLL_S <= took
+    assert took <= SHORT.lease_duration_s + 2 * JITTERED_RETRY_S + POLL_S
 
 
+@pytest.mark.looptime
 async def test_leader_that_cannot_renew_steps_down(
     fake_kube: FakeKubeServer, clients: tuple[KubeClient, KubeClient]
 ) -> None:
+    loop = asyncio.get_running_loop()
     a = LeaderElector(clients[0], SHORT, identity="a")
     task = asyncio.create_task(a.run())
     try:
         await wait_for(a.is_leader.is_set, what="a leads")
         # The API server fails every lease write for longer than the renew deadline.
         fake_kube.inject_faults(500, 10_000, path_contains="/leases/")
-        failing = time.monotonic()
+        failing = loop.time()
         await wait_for(lambda: not a.is_leader.is_set(), timeout_s=3.0, what="a steps down")
-        assert time.monotonic() - failing < SHORT.renew_deadline_s + SHORT.retry_period_s + 0.5
+        took = loop.time() - failing
+        # The deadline runs from the last renewal that went through: at most one retry
+        # period before the faults began.
+        assert SHORT.renew_deadline_s - SHORT.retry_period_s - POLL_S <= took
+        assert took <= SHORT.renew_deadline_s + POLL_S
         fake_kube.clear_faults()
         await wait_for(a.is_leader.is_set, timeout_s=5.0, what="a leads again")
     finally:
         await stop(task)
 
 
+@pytest.mark.looptime
 async def test_someone_else_taking_the_lease_ends_leadership_at_once(
     fake_kube: FakeKubeServer, clients: tuple[KubeClient, KubeClient]
 ) -> None:
+    loop = asyncio.get_running_loop()
     a = LeaderElector(clients[0], SHORT, identity="a")
     task = asyncio.create_task(a.run())
     try:
@@ -163,7 +194,10 @@ async def test_someone_else_taking_the_lease_ends_leadership_at_once(
         fake_kube.patch(
             "leases", "default", SHORT.lease_name, {"spec": {"holderIdentity": "intruder"}}
         )
+        taken = loop.time()
         await wait_for(lambda: not a.is_leader.is_set(), timeout_s=1.0, what="a steps down")
+        # At a's next renewal, not at the renew deadline.
+        assert loop.time() - taken <= SHORT.retry_period_s + POLL_S
     finally:
         await stop(task)
     assert lease(fake_kube)["holderIdentity"] == "intruder"  # not released: not ours

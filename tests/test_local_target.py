@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -11,6 +12,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import looptime
 import pytest
 import redis.asyncio as aioredis
 
@@ -106,20 +108,30 @@ async def test_crashed_replica_restarts_under_the_same_id(target: LocalTarget) -
     await wait_for(lambda: target.live["w-2"].restarts == 1 and target.live["w-2"].running)
 
 
-async def test_stop_kills_the_whole_group_and_ignores_sigterm_after_grace(marker: str) -> None:
+async def test_stop_kills_the_whole_group_and_ignores_sigterm_after_grace(
+    marker: str, caplog: pytest.LogCaptureFixture
+) -> None:
     script = (
         "import signal, subprocess, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN);"
         f"subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)', '{marker}']);"
         "time.sleep(600)"
     )
-    t = LocalTarget(workload((sys.executable, "-c", script, marker)), grace_period_s=0.5)
+    grace_s = 30.0  # a realistic grace period: it passes on fake time
+    t = LocalTarget(workload((sys.executable, "-c", script, marker)), grace_period_s=grace_s)
     await t.scale(1)
     await wait_for(lambda: len(pids_with(marker)) == 2)  # the leader and its child
-    started = time.monotonic()
-    await t.scale(0)
-    assert await t.replicas() == []
-    await t.settled()
-    assert 0.5 <= time.monotonic() - started < 5
+    loop = asyncio.get_running_loop()
+    with looptime.enabled(strict=True):  # the grace is loop time; the processes are real
+        started = loop.time()
+        await t.scale(0)
+        assert await t.replicas() == []
+        await t.settled()
+        waited = loop.time() - started
+    # The leader ignored SIGTERM: the stop waited the whole grace period, then killed it,
+    # and did not wait longer (nothing else runs on this loop meanwhile).
+    assert grace_s <= waited < grace_s + 1
+    killed = [r for r in caplog.records if r.getMessage() == "replica killed after grace period"]
+    assert len(killed) == 1
     # SIGKILLed, reaped: no orphan, no zombie (the grandchild dies a moment after the signal)
     await wait_for(lambda: pids_with(marker) == [], timeout_s=2)
 
@@ -153,7 +165,7 @@ async def test_local_run_scales_processes_on_backlog(
     try:
         await run.start()
         target = run.inventory.targets[next(iter(run.inventory.targets))]
-        assert list(target.live) == ["w-1"]  # min-replicas at start
+        assert list(target.live) == [f"w-{run.run_id}-1"]  # min-replicas at start
         await redis_client.lpush("jobs", *["x"] * 45)
         await wait_for(lambda: len(target.live) == 5)
         await wait_for(lambda: len(pids_with(marker)) == 5)
@@ -166,3 +178,71 @@ async def test_local_run_scales_processes_on_backlog(
         stop.set()
         await run.aclose()
     assert pids_with(marker) == []
+
+
+# A leader that starts a child in its own group and environment, then sleeps: the parent-
+# death signal reaches the leader only, so the child is what the next start must sweep.
+WITH_CHILD = (
+    "import subprocess, sys, time; "
+    "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)', "
+    "sys.argv[1] + '-child']); "
+    "time.sleep(600)"
+)
+
+
+def test_a_sigkilled_run_local_leaves_no_replica_and_a_restart_sweeps_orphans(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """SIGKILL ``run --local``: its replica leaders die with it (parent-death signal); a
+    child they left is stopped by the next start, whose replica ids are new; a second
+    controller for the same workloads is refused while one runs."""
+    import subprocess
+
+    from tests.servers import wait_until
+
+    marker = f"qa-orphan-{uuid.uuid4().hex[:8]}"
+    path = tmp_path / "w.yaml"
+    path.write_text(
+        "- name: sleepers\n  redis-list: jobs\n  messages-per-replica: 10\n  min-replicas: 1\n"
+        f'  command: [{sys.executable}, -c, "{WITH_CHILD}", {marker}]\n'
+    )
+    argv = [sys.executable, "-m", "autoscaler", "run", "--local", str(path),
+            "--redis-url", redis_url, "--metrics-port", "0", "--log-format", "json"]  # fmt: skip
+    logs = [tmp_path / f"run-{n}.log" for n in range(3)]
+
+    def start(log: Path) -> subprocess.Popen[bytes]:
+        with log.open("wb") as handle:  # the child has its own copy
+            return subprocess.Popen(argv, stderr=handle)
+
+    first = start(logs[0])
+    second: subprocess.Popen[bytes] | None = None
+    try:
+        wait_until(lambda: len(pids_with(marker)) == 2, 20, "a replica and its child")
+        [child] = pids_with(marker + "-child")
+        first.kill()
+        first.wait()
+        wait_until(lambda: pids_with(marker) == [child], 10, "the leader gone, its child left")
+        second = start(logs[1])
+        wait_until(lambda: child not in pids_with(marker) and len(pids_with(marker)) == 2, 30,
+                   "the orphan stopped, a new replica and child")  # fmt: skip
+        refused = subprocess.run(argv, stderr=subprocess.PIPE, timeout=30)
+        assert refused.returncode == 2
+        assert b"another local controller" in refused.stderr, refused.stderr
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(30) == 0
+    finally:
+        for process in (first, second):
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.wait()
+    assert pids_with(marker) == []
+    started = [
+        line
+        for log in logs[:2]
+        for line in log.read_text().splitlines()
+        if "replica started" in line
+    ]
+    ids = [json.loads(line)["replica"] for line in started]
+    assert len(ids) == 2 and len(set(ids)) == 2, ids  # a new id after the restart
+    swept = [line for line in logs[1].read_text().splitlines() if "stopping orphan" in line]
+    assert swept and json.loads(swept[0])["replicas"] == ids[0], swept

@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -30,14 +31,22 @@ from autoscaler.consumer.protection import (
     from_loopback,
     parse_request,
 )
-from autoscaler.drain import Candidate, Drainer, pick_victims
+from autoscaler.drain import SCALE_DOWN_PROTECTED, Candidate, Drainer, pick_victims
 from autoscaler.keys import Command, ConsumerField, ConsumerState
+from autoscaler.kube import KubeClient
+from autoscaler.logs import FIELDS
 from autoscaler.metrics import ControllerMetrics, start_http_server
 from autoscaler.policy import RedisTrigger
+from autoscaler.redisconn import make_client
+from autoscaler.targets.kubernetes import KubeTarget
 from autoscaler.worker import Worker
 from autoscaler.workload import ReplicaInfo, WorkloadRef
 from tests.e2e import LIVE, eventually
-from tests.memtarget import MemoryTarget
+from tests.fakekube import FakeKubeServer
+from tests.fakekube.fixtures import fake_kube as fake_kube
+from tests.kubeutil import kube as kube
+from tests.kubeutil import metrics as metrics
+from tests.kubeutil import workload
 from tests.processor import Processor
 from tests.servers import free_port
 
@@ -173,6 +182,26 @@ async def test_bad_input_is_a_400_with_a_clear_message(
     assert not await redis_client.exists(keys.protection_key("pod-1", Q))
 
 
+async def test_without_redis_the_answer_is_a_503_saying_so() -> None:
+    protection = ProtectionEndpoint("pod-1", Q, ConsumerLog(logging.getLogger("t"), Q, "pod-1"))
+    port = free_port()
+    runner = await start_http_server(CollectorRegistry(), port, host="127.0.0.1",
+                                     routes=protection.routes())  # fmt: skip
+    url = f"http://127.0.0.1:{port}/protection"
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(url) as reply:  # the sidecar has no client yet
+                assert reply.status == 503
+                assert (await reply.json())["error"] == "not connected to Redis yet"
+            protection.redis = make_client("redis://127.0.0.1:1/0")  # nothing listens there
+            async with http.put(url, json={"enabled": True}) as reply:
+                assert reply.status == 503
+                assert "could not record the protection in Redis" in (await reply.json())["error"]
+            await protection.redis.aclose()
+    finally:
+        await runner.cleanup()
+
+
 async def test_protection_expires_by_itself(endpoint: str) -> None:
     async with aiohttp.ClientSession() as http:
         async with http.put(endpoint, json={"enabled": True, "expiresInSeconds": 1}) as reply:
@@ -243,12 +272,16 @@ def test_protected_replicas_are_never_victims_however_cheap() -> None:
 
 
 @pytest.fixture
-async def pods(redis_url: str) -> AsyncIterator[tuple[MemoryTarget, dict[str, Worker]]]:
-    """Three replicas, each an in-process ``Worker`` registered under its pod name."""
-    target = MemoryTarget(WorkloadRef("default", "w"))
-    await target.scale(3)
-    workers = {p.name: Worker(redis_url, Q, consumer_id=p.name, heartbeat_interval_s=0.1,
-                              handle_signals=False) for p in target.pods}  # fmt: skip
+async def pods(
+    redis_url: str, fake_kube: FakeKubeServer, kube: KubeClient
+) -> AsyncIterator[tuple[KubeTarget, dict[str, Worker]]]:
+    """A Deployment of three pods (the fake API server's ReplicaSet honours the deletion
+    cost), each pod an in-process ``Worker`` registered under its pod name."""
+    fake_kube.create(workload("Deployment", "web", replicas=3))
+    target = KubeTarget(kube, WorkloadRef("default", "web", "Deployment"))
+    workers = {name: Worker(redis_url, Q, consumer_id=name, heartbeat_interval_s=0.1,
+                            handle_signals=False)
+               for name in fake_kube.pod_names("default", "app=web")}  # fmt: skip
     for worker in workers.values():
         await worker.__aenter__()
     try:
@@ -258,17 +291,24 @@ async def pods(redis_url: str) -> AsyncIterator[tuple[MemoryTarget, dict[str, Wo
             await worker.__aexit__(None, None, None)
 
 
+def protected_lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
+    """The fields of the "scale-down protected" log lines."""
+    lines = [getattr(r, FIELDS) for r in caplog.records if r.getMessage() == "scale-down protected"]
+    assert all(fields["reason"] == SCALE_DOWN_PROTECTED for fields in lines)
+    return lines
+
+
 async def _no_recheck() -> int | None:
     return None
 
 
 async def test_scale_down_drains_only_unprotected_replicas_and_waits_when_all_are(
     redis_client: aioredis.Redis,
-    pods: tuple[MemoryTarget, dict[str, Worker]],
+    pods: tuple[KubeTarget, dict[str, Worker]],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     target, workers = pods
-    names = [p.name for p in target.pods]
+    names = list(workers)
     for name in names[:2]:
         await workers[name].protect(600)
     drainer = Drainer(lambda url: redis_client, ControllerMetrics(CollectorRegistry()),
@@ -277,35 +317,43 @@ async def test_scale_down_drains_only_unprotected_replicas_and_waits_when_all_ar
     with caplog.at_level(logging.INFO, logger="autoscaler.drain"):
         written = await drainer.scale_down(target, SPEC, 3, 1, _no_recheck)
     assert written == 2  # one victim only: the other two are protected
-    assert sorted(p.name for p in target.pods) == sorted(names[:2])
+    assert sorted(r.name for r in await target.replicas()) == sorted(names[:2])
     assert workers[names[2]].state is ConsumerState.DRAINED
-    assert "scale-down protected" in caplog.text and "ScaleDownProtected" in caplog.text
+    (held,) = protected_lines(caplog)
+    assert held["protected"] == ",".join(sorted(names[:2])) and held["desired"] == 2
 
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="autoscaler.drain"):
         assert await drainer.scale_down(target, SPEC, 2, 1, _no_recheck) == 2  # waits
-    assert target.scales == [3, 2] and len(target.pods) == 2
+    assert sorted(r.name for r in await target.replicas()) == sorted(names[:2])
     for name in names[:2]:  # nobody was told to drain
         command = await redis_client.hget(keys.consumer_key(name, Q), ConsumerField.COMMAND.value)
         assert command in (None, Command.RUN.value.encode())
         assert workers[name].state is ConsumerState.RUNNING
-    assert "ScaleDownProtected" in caplog.text
+    # the same replicas held at the same count: said once, not every polling interval
+    assert protected_lines(caplog) == []
 
 
 async def test_a_replica_is_a_victim_again_once_its_protection_expired(
-    redis_client: aioredis.Redis, pods: tuple[MemoryTarget, dict[str, Worker]]
+    redis_client: aioredis.Redis,
+    pods: tuple[KubeTarget, dict[str, Worker]],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     target, workers = pods
     for worker in workers.values():
         await worker.protect(0.3)
     drainer = Drainer(lambda url: redis_client, ControllerMetrics(CollectorRegistry()),
                       poll_interval_s=0.05)  # fmt: skip
-    assert await drainer.scale_down(target, SPEC, 3, 2, _no_recheck) == 3
-    assert target.scales == [3]
+    with caplog.at_level(logging.INFO, logger="autoscaler.drain"):
+        assert await drainer.scale_down(target, SPEC, 3, 2, _no_recheck) == 3  # all protected
+    assert len(await target.replicas()) == 3
+    (held,) = protected_lines(caplog)
+    assert held["protected"] == ",".join(sorted(workers)) and held["desired"] == 3
+    assert all(w.state is ConsumerState.RUNNING for w in workers.values())  # none drained
 
     async def unprotected() -> bool:
         return [await w.protection_s() for w in workers.values()] == [0, 0, 0]
 
     await eventually(unprotected, 5.0, "protection expired")
     assert await drainer.scale_down(target, SPEC, 3, 2, _no_recheck) == 2
-    assert len(target.pods) == 2
+    assert len(await target.replicas()) == 2

@@ -150,3 +150,67 @@ def test_a_flag_that_is_not_a_number_exits_2(capsys: pytest.CaptureFixture[str])
         main(["simulate", "--concurrency", "two"])
     assert exited.value.code == 2
     assert "--concurrency" in capsys.readouterr().err
+
+
+# ---- what a user reads (issue 15) ----------------------------------------------------------
+
+
+def test_the_table_explains_its_columns_and_judges_nothing(
+    trace: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["simulate", "--trace", str(trace)]) == 0
+    out = capsys.readouterr().out
+    assert "goal" not in out and "NOT met" not in out  # the project's own target is not news
+    head = next(line for line in out.splitlines() if line.startswith("trace"))
+    assert "reversals" in head and "first_up_after_s" in head
+    legend = out.split("columns:")[1].splitlines()
+    for column in ("reversals", "first_up_after_s", "replica_s", "interrupted"):
+        assert any(line.strip().startswith(column) for line in legend)
+    assert "queue-autoscaler vs KEDA + HPA:" in out
+
+
+@pytest.mark.parametrize(("suffix", "magic"), [(".svg", b"<?xml"), (".pdf", b"%PDF")])
+def test_plot_format_follows_the_extension_and_says_where_it_went(
+    trace: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], suffix: str, magic: bytes
+) -> None:
+    path = tmp_path / f"out{suffix}"
+    assert main(["simulate", "--trace", str(trace), "--json", "--plot", str(path)]) == 0
+    captured = capsys.readouterr()
+    json.loads(captured.out)  # stdout stays the JSON alone
+    assert f"simulate: plot written to {path}" in captured.err
+    assert path.read_bytes().startswith(magic)
+
+
+def test_a_long_replay_reports_its_progress() -> None:
+    from autoscaler.simulate import Params, run
+    from autoscaler.simulate.ours import Ours, default_spec
+    from autoscaler.simulate.trace import parse_trace
+
+    rows = "".join(f"{t},{t % 7}\n" for t in range(2000))
+    trace = parse_trace(("t_s,arrivals\n" + rows).encode(), "long")
+    seen: list[tuple[str, float]] = []
+    run(trace, Ours(default_spec(), 1), Params(), progress=lambda p, share: seen.append((p, share)),
+        progress_every=100)  # fmt: skip
+    shares = [share for _, share in seen]
+    assert len(seen) > 5 and {p for p, _ in seen} == {"queue_autoscaler"}
+    assert shares == sorted(shares) and shares[0] > 0 and shares[-1] <= 1.0
+
+
+def test_keda_keeps_only_the_scale_events_of_its_periods() -> None:
+    """Summing a whole run's scale events each sync made a 1,000,000-second trace take
+    minutes; the HPA too forgets events older than its policy periods."""
+    from autoscaler.simulate import Params, run
+    from autoscaler.simulate.keda import KedaHpa, KedaSettings
+    from autoscaler.simulate.ours import default_spec
+    from autoscaler.simulate.trace import parse_trace
+
+    rows = "".join(f"{t},{200 if t % 600 < 30 else 0}\n" for t in range(6000))
+    trace = parse_trace(("t_s,arrivals\n" + rows).encode(), "bursts")
+    keda = KedaHpa(KedaSettings.like(default_spec()), 1)
+    result = run(trace, keda, Params())
+    assert result.scale_events > 20  # it did scale, up and down, many times
+    last = result.end_tick
+    settings = keda.settings
+    assert all(at > last - settings.scale_up_period_s - 60 for at, _ in keda.scale_ups)
+    assert all(at > last - settings.scale_down_period_s - 60 for at, _ in keda.scale_downs)
+    assert len(keda.scale_ups) + len(keda.scale_downs) < result.scale_events

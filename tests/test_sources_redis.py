@@ -94,6 +94,28 @@ async def test_backlog_in_flight_and_processed(
 
 
 @pytest.mark.parametrize("use_lua", MODES)
+async def test_quarantined_messages_are_backlog(
+    redis_url: str, redis_client: aioredis.Redis, use_lua: bool
+) -> None:
+    """Quarantined messages wait for a consumer: the backlog is the queue plus them; a
+    quarantine of the wrong type fails only its queue's trigger."""
+    await fill(redis_client, "jobs", 2, held=[1], live=1)
+    await redis_client.rpush(keys.quarantine_key("jobs"), "q1", "q2", "q3")
+    await redis_client.rpush(keys.quarantine_key("only"), "q1")
+    await redis_client.set(keys.quarantine_key("bad"), "not a list")
+    src = RedisSource(redis_url, use_lua=use_lua)
+    try:
+        jobs, only, bad = await src.read(
+            [RedisTrigger(("jobs",), 10), RedisTrigger(("only",), 10), RedisTrigger(("bad",), 10)]
+        )
+    finally:
+        await src.aclose()
+    assert jobs == Reading(6, backlog=5, in_flight=1, processed_total=0, consumers=1)
+    assert only == Reading(1, backlog=1, in_flight=0, processed_total=0, consumers=0)
+    assert bad.value is None and "WRONGTYPE" in (bad.error or ""), bad
+
+
+@pytest.mark.parametrize("use_lua", MODES)
 async def test_many_triggers_sharing_queues(
     redis_url: str, redis_client: aioredis.Redis, use_lua: bool
 ) -> None:
@@ -213,13 +235,13 @@ async def test_one_round_trip_per_cycle(redis_url: str, redis_client: aioredis.R
     assert all(r.value == 6 for r in readings[:-1]) and readings[-1].value == 12
     delta = {k: n - before.get(k, 0) for k, n in after.items() if n != before.get(k, 0)}
     queues = len(held)
-    # Inside the script: per queue one SMEMBERS, one GET, one LLEN; per consumer one LLEN
-    # and one EXISTS.
+    # Inside the script: per queue one SMEMBERS, one GET, two LLEN (the queue and its
+    # quarantine); per consumer one LLEN and one EXISTS.
     assert delta == {
         "evalsha": 1,
         "smembers": queues,
         "get": queues,
-        "llen": 3 * queues,
+        "llen": 4 * queues,
         "exists": 2 * queues,
         "info": 1,
     }

@@ -3,23 +3,28 @@ against a real redis-server."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
 from autoscaler import keys
 from autoscaler.annotations import effective_values, parse_spec, reference_table
-from autoscaler.errors import InvalidSpecError
+from autoscaler.cli import main
+from autoscaler.errors import InvalidSpecError, TransientSourceError
 from autoscaler.policy import PolicyState, Reason, decide
 from autoscaler.policy.spec import STREAM_LOADS, RedisStreamTrigger, RedisTrigger
 from autoscaler.policy.state import Reading
 from autoscaler.redisconn import RedisCredentials, make_client
 from autoscaler.sources import SourcePool
 from autoscaler.sources.redis import RedisSource
-from autoscaler.sources.redisstream import LAG_SCAN
+from autoscaler.sources.redisstream import CHUNK_PAIRS, LAG_SCAN, parse_reply
+from autoscaler.sources.redisstream import readings_for as stream_readings
+from tests.servers import RedisServer
 from tests.test_sources_redis import CountingConnection
 
 P = "queue-autoscaler.io/"
@@ -192,7 +197,7 @@ async def test_lists_and_streams_in_one_round_trip(
         redis_url, RedisCredentials.from_env({}), connection_class=CountingConnection
     )
     source = RedisSource(redis_url, client=client)
-    triggers = [
+    triggers: list[RedisTrigger | RedisStreamTrigger] = [
         RedisTrigger(("jobs",), 1),
         trigger(),
         RedisTrigger(("jobs",), 1, count_in_flight=False),
@@ -250,8 +255,103 @@ async def test_scales_on_lag_plus_pending(redis_url: str, redis_client: aioredis
     spec = parse_spec(stream_spec(max_replicas="20", scale_up_max_pods="20"))
     lag_spec = parse_spec(stream_spec(max_replicas="20", scale_up_max_pods="20",
                                       redis_stream_load="lag"))  # fmt: skip
-    both, lag = await read(redis_url, *spec.triggers, *lag_spec.triggers)
+    both, lag = await read(redis_url, *spec.stream_triggers, *lag_spec.stream_triggers)
     decision, _ = decide(spec, 1, [both], PolicyState(), now=0.0)
     lag_decision, _ = decide(lag_spec, 1, [lag], PolicyState(), now=0.0)
     assert (decision.replicas, decision.reason) == (8, Reason.SCALE_UP)
     assert lag_decision.replicas == 5
+
+
+# --- autoscaler check ------------------------------------------------------------------------
+
+
+def test_check_validates_the_stream_keys_offline(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def manifest(annotations: dict[str, str]) -> str:
+        path = tmp_path / "w.yaml"
+        metadata = {"name": "w", "namespace": "apps", "annotations": annotations,
+                    "labels": {P + "enabled": "true"}}  # fmt: skip
+        path.write_text(yaml.safe_dump({"apiVersion": "apps/v1", "kind": "Deployment",
+                                        "metadata": metadata}))  # fmt: skip
+        return str(path)
+
+    assert main(["check", manifest(stream_spec(redis_stream_load="lag"))]) == 0
+    assert "redis-consumer-group" in capsys.readouterr().out
+    assert main(["check", manifest(stream_spec(redis_stream_load="newest"))]) == 1
+    out = capsys.readouterr().out
+    assert f"{P}redis-stream-load: 'newest': expected one of lag+pending" in out
+    no_group = stream_spec()
+    del no_group[P + "redis-consumer-group"]
+    assert main(["check", manifest(no_group)]) == 1
+    out = capsys.readouterr().out
+    assert f"{P}redis-consumer-group" in out and "required with redis-stream" in out
+
+
+async def test_scripting_refused_fails_only_the_stream_triggers(own_redis: RedisServer) -> None:
+    """An ACL user without scripting: lists are still read (by pipeline), every stream
+    trigger fails naming the refusal, never reads as 0."""
+    admin = aioredis.Redis.from_url(own_redis.url)
+    await admin.acl_setuser("scaler", enabled=True, passwords=["+s3cret"], keys=["*"],
+                            channels=["*"], commands=["+@all", "-@scripting"])  # fmt: skip
+    await admin.rpush("jobs", "a", "b", "c")
+    await add(admin, "events", 2)
+    env = {"REDIS_USERNAME": "scaler", "REDIS_PASSWORD": "s3cret"}
+    source = RedisSource(own_redis.url, credentials=RedisCredentials.from_env(env))
+    try:
+        for _ in range(2):  # the first read learns the refusal, the second remembers it
+            listed, streamed = await source.read([RedisTrigger(("jobs",), 1), trigger()])
+            assert listed.value == 3 and source.mode == "pipeline"
+            assert streamed.value is None and "stream read" in (streamed.error or "")
+    finally:
+        await source.aclose()
+        await admin.aclose()
+
+
+@given(
+    st.lists(
+        st.one_of(st.integers(-3, 10**6), st.binary(max_size=6), st.none(), st.just(b"unknown")),
+        max_size=12,
+    ),
+    st.sampled_from(STREAM_LOADS),
+)
+def test_any_stream_reply_gives_readings_or_a_server_error(reply: list[Any], load: str) -> None:
+    """Whatever the script answers: a whole-server error for a wrong shape, else one reading
+    per trigger that is a non-negative number or unknown with an error — never −1."""
+    pairs = [("a", "workers"), ("b", "workers")]
+    try:
+        results = parse_reply(pairs, reply)
+    except TransientSourceError:
+        assert len(reply) != 10
+        return
+    (reading,) = stream_readings("server", [trigger(load, "a", "b")], results)
+    assert (reading.value is None and reading.error) or (reading.value or 0) >= 0
+
+
+async def test_many_streams_are_read_in_chunked_calls_of_one_round_trip(
+    redis_url: str, redis_client: aioredis.Redis
+) -> None:
+    """More pairs than ``CHUNK_PAIRS``: several script calls (a call blocks the server),
+    still one round trip, each trigger its own value."""
+    n = 2 * CHUNK_PAIRS + 10
+    pipe = redis_client.pipeline(transaction=False)
+    for i in range(n):
+        for _ in range(i % 4):
+            pipe.xadd(f"s{i}", {"body": "m"})
+    await pipe.execute()
+    client = make_client(
+        redis_url, RedisCredentials.from_env({}), connection_class=CountingConnection
+    )
+    source = RedisSource(redis_url, client=client)
+    triggers = [RedisStreamTrigger((f"s{i}",), "workers", 1) for i in range(n)]
+    try:
+        await source.read(triggers)  # warm-up
+        await redis_client.config_resetstat()
+        sent = CountingConnection.sent
+        readings = await source.read(triggers)
+        assert CountingConnection.sent - sent == 1
+    finally:
+        await source.aclose()
+    assert [r.value for r in readings] == [float(i % 4) for i in range(n)]
+    stats = await redis_client.info("commandstats")
+    assert stats["cmdstat_evalsha"]["calls"] == 3

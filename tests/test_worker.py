@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 from autoscaler import keys
 from autoscaler import redisqueue as rq
 from autoscaler.drain import Reaper
+from autoscaler.errors import QueueError
 from autoscaler.keys import Command, ConsumerState
 from autoscaler.metrics import ControllerMetrics
 from autoscaler.worker import Message, Worker
@@ -117,6 +118,30 @@ async def test_leaving_the_message_block_without_ack_pushes_it_back(
             await again.ack()
 
 
+async def test_a_cancel_inside_the_message_block_releases_it_uncounted(
+    redis_url: str, redis_client: aioredis.Redis
+) -> None:
+    await redis_client.lpush(Q, b"a")
+    async with fast(redis_url, "w1") as worker:
+        message = await anext(worker)
+        started = asyncio.Event()
+
+        async def handle() -> None:
+            async with message:
+                started.set()
+                await asyncio.Event().wait()  # work that never ends by itself
+
+        task = asyncio.create_task(handle())
+        await started.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert message.settled and await redis_client.lrange(Q, 0, -1) == [b"a"]
+        again = await anext(worker)
+        assert again.deliveries == 1  # a cancel is not the message's failure
+        await again.ack()
+
+
 async def test_unsettled_messages_go_back_when_the_block_is_left(
     redis_url: str, redis_client: aioredis.Redis
 ) -> None:
@@ -198,6 +223,12 @@ async def test_protect_is_seen_by_the_registry(
     assert info.protected_ms == 0
     with pytest.raises(ValueError, match=r"out of range 0\.\.172800"):
         await worker.protect(172_801)
+
+
+async def test_an_unreachable_redis_is_a_queue_error_at_the_start() -> None:
+    with pytest.raises(QueueError, match=r"connecting to 127\.0\.0\.1:1\b"):
+        async with Worker("redis://127.0.0.1:1/0", Q, handle_signals=False):
+            pass  # never reached
 
 
 def test_bad_settings_are_one_clear_error() -> None:

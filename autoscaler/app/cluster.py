@@ -22,7 +22,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from autoscaler import argtypes, logs
-from autoscaler.controller import Controller, MemoryWatch
+from autoscaler.controller import Controller, DurabilityWatch, MemoryWatch
 from autoscaler.drain import Drainer, Reaper
 from autoscaler.errors import AutoscalerError, InputError
 from autoscaler.logs import log_event
@@ -171,6 +171,7 @@ async def run_cluster(args: argparse.Namespace, stop: asyncio.Event) -> int:
         drainer=Drainer(sources.redis_client, metrics),
         reaper=Reaper(sources.redis_client, metrics),
         memory=MemoryWatch(sources.redis_client, metrics),
+        durability=DurabilityWatch(sources.redis_client, metrics),
         dry_run=args.dry_run,
         is_leader=elector.is_leader.is_set if elector else lambda: True,
     )
@@ -179,7 +180,16 @@ async def run_cluster(args: argparse.Namespace, stop: asyncio.Event) -> int:
         metrics.leader.set(1)
     runner = None
     if args.metrics_port:
-        runner = await start_http_server(registry, args.metrics_port)
+        # a scrape never waits for a render: it reads the last one (as of the previous
+        # scrape) while the next renders in a thread (docs/performance.md, /metrics)
+        try:
+            runner = await start_http_server(
+                registry, args.metrics_port, max_age_s=1.0, render=metrics.render, serve_stale=True
+            )
+        except OSError as e:  # a busy port is a bad flag: one line, exit 2 (as --local)
+            await sources.aclose()
+            await kube.close()
+            raise InputError(f"--metrics-port: cannot listen on {args.metrics_port}: {e}") from e
     jobs: list[Coroutine[Any, Any, None]] = [watcher.run(), controller.run()]
     if elector is not None:
         jobs.append(elector.run())

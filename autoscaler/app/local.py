@@ -5,6 +5,13 @@ The same ``Controller``, ``Drainer`` and ``Reaper`` as in Kubernetes; only the t
 On stop, the loop is cancelled first (a drain in progress puts its victims back to
 work), then every replica is stopped — SIGTERM, so each sidecar drains and pushes back
 what it holds — and awaited: no process outlives the command.
+
+A controller that dies without stopping (SIGKILL, OOM) takes its replicas along: each
+leader gets SIGTERM from the kernel (``targets.local.proc.parent_death_signal``, Linux).
+At start, ``LocalRun`` holds the run lock of its workloads (a second controller for the
+same ones is refused), stops the orphans a dead predecessor left, and names its replicas
+with a fresh run id, so no consumer id of this start was used by an earlier one
+(``targets.local.orphans``).
 """
 
 from __future__ import annotations
@@ -12,19 +19,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 import shutil
+import string
 from pathlib import Path
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from autoscaler.controller import Controller, MemoryWatch
+from autoscaler.controller import Controller, DurabilityWatch, MemoryWatch
 from autoscaler.drain import Drainer, Reaper
 from autoscaler.errors import InputError
 from autoscaler.logs import log_event
 from autoscaler.metrics import ControllerMetrics, start_http_server
 from autoscaler.sources import SourcePool
 from autoscaler.targets.local.file import LocalWorkload, load_local_file
+from autoscaler.targets.local.orphans import RunLock, run_key, stop_orphans
 from autoscaler.targets.local.target import LocalInventory
 
 logger = logging.getLogger(__name__)
@@ -48,8 +58,17 @@ class LocalRun:
         # One process, no election: it is the leader (else the NoLeader alert would fire).
         self.metrics.leader.set(1)
         self.pool = SourcePool(redis_url=redis_url)
+        self.grace_period_s = grace_period_s
+        self.run_key = run_key((w.name, w.queue, _server(w, redis_url)) for w in workloads)
+        self.run_id = new_run_id()
+        self._lock = RunLock(self.run_key)
         self.inventory = LocalInventory(
-            workloads, redis_url=redis_url, log_dir=log_dir, grace_period_s=grace_period_s
+            workloads,
+            redis_url=redis_url,
+            log_dir=log_dir,
+            grace_period_s=grace_period_s,
+            run_id=self.run_id,
+            owner=self.run_key,
         )
         self.controller = Controller(
             sources=self.pool,
@@ -59,13 +78,21 @@ class LocalRun:
             reaper=Reaper(self.pool.redis_client, self.metrics),
             reap_interval_s=reap_interval_s,
             memory=MemoryWatch(self.pool.redis_client, self.metrics),
+            durability=DurabilityWatch(self.pool.redis_client, self.metrics),
             dry_run=dry_run,
         )
         self.task: asyncio.Task[None] | None = None
         self._http: web.AppRunner | None = None
 
     async def start(self, metrics_port: int = 0, metrics_host: str = "0.0.0.0") -> None:
-        """Serve /metrics (port 0: not at all), start the replicas, then the loop."""
+        """Hold the run lock and stop orphans (``InputError`` if another controller runs
+        these workloads), serve /metrics (port 0: not at all), start the replicas, then the
+        loop."""
+        self._lock.acquire()
+        stopped = await stop_orphans(self.run_key, self.grace_period_s)
+        if stopped:
+            log_event(logger, "orphan replicas stopped", replicas=",".join(stopped),
+                      reason="left running by a controller that died")  # fmt: skip
         if metrics_port:
             try:
                 self._http = await start_http_server(self.registry, metrics_port, host=metrics_host)
@@ -94,9 +121,21 @@ class LocalRun:
         try:
             await self.inventory.aclose()
         finally:
+            self._lock.release()  # after the replicas: a successor finds no orphan of ours
             await self.pool.aclose()
             if self._http is not None:
                 await self._http.cleanup()
+
+
+def _server(w: LocalWorkload, redis_url: str | None) -> str:
+    """The Redis URL of the workload's queue, as ``LocalTarget`` resolves it."""
+    triggers = w.spec.redis_triggers
+    return (triggers[0].redis_url if triggers else None) or redis_url or ""
+
+
+def new_run_id() -> str:
+    """Four lowercase letters or digits: this start's part of its replica ids."""
+    return "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(4))
 
 
 def check_urls(workloads: list[LocalWorkload], redis_url: str | None) -> None:

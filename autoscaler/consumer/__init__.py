@@ -4,7 +4,8 @@ It takes messages from a Redis list into its own processing list, POSTs each to 
 processor in the same pod, and acks only after a 2xx; it heartbeats into the registry
 and obeys the controller's drain. Modules: ``worker`` (slots, drain, stop), ``handler``
 (one message's deliveries), ``forward`` (HTTP), ``heartbeat`` (registry), ``metrics``,
-``logs``, ``settings``, ``cli``. The Redis side lives in ``autoscaler.redisqueue``.
+``logs``, ``settings``, ``cli``; ``stream``, the same consumer over a Redis stream
+(``--stream``). The Redis side lives in ``autoscaler.redisqueue``.
 """
 
 from __future__ import annotations

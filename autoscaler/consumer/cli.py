@@ -10,14 +10,15 @@ URL is shown redacted.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import secrets
 import socket
+import urllib.parse
 from typing import Any
 
 from autoscaler import argtypes, keys, logs
 from autoscaler.consumer.settings import MIB, ConsumerSettings
+from autoscaler.endpoint import RedisEndpoint, parse_sentinels
 from autoscaler.errors import InputError
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -26,10 +27,11 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "consume",
-        help="the sidecar consumer: Redis list → local processor over HTTP, with acks",
-        description="Take messages from a Redis list into this consumer's processing list, "
-        "POST each to --forward, ack after a 2xx; retry, dead-letter, drain on request or "
-        "SIGTERM (a second SIGTERM is a cold stop). Durations are seconds.",
+        help="the sidecar consumer: Redis list or stream → local processor over HTTP, with acks",
+        description="Take messages from a Redis list into this consumer's processing list "
+        "(or entries from a stream as a consumer of --group), POST each to --forward, ack "
+        "after a 2xx; retry, dead-letter, drain on request or SIGTERM (a second SIGTERM is a "
+        "cold stop). Durations are seconds.",
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--queue", type=argtypes.nonempty, default=None,
@@ -46,8 +48,22 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=os.environ.get("REDIS_URL", DEFAULT_REDIS_URL),
         type=argtypes.redis_url,
         help=f"redis[s]://host:port/db (default $REDIS_URL, else {DEFAULT_REDIS_URL}); "
-        "credentials from $REDIS_USERNAME / $REDIS_PASSWORD(_FILE)",
+        "credentials from $REDIS_USERNAME / $REDIS_PASSWORD(_FILE), a rediss:// server "
+        "verified against $REDIS_CA_FILE (else the system store), client certificate "
+        "$REDIS_CERT_FILE / $REDIS_KEY_FILE",
     )
+    parser.add_argument(
+        "--sentinels", type=_sentinels, default=None, metavar="HOST:PORT,…",
+        help="ask these sentinels for the master instead of --redis-url (with "
+        "--sentinel-master); a failover is followed",
+    )  # fmt: skip
+    parser.add_argument("--sentinel-master", type=argtypes.nonempty, default=None,
+                        metavar="NAME", help="the master's name at the sentinels")  # fmt: skip
+    parser.add_argument(
+        "--cluster", action="store_true",
+        help="--redis-url is a node of a Redis Cluster: the queue (and --dead-letter) need "
+        "a {hash tag} so that all their keys share one slot",
+    )  # fmt: skip
     parser.set_defaults(func=run)
 
 
@@ -118,16 +134,54 @@ def _flags() -> list[tuple[str, dict[str, Any]]]:
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     logs.configure(args.log_format, args.log_level)
-    # imported here, not above: parsing the flags must not load aiohttp and redis
-    # (``autoscaler consume --help`` ≤ 150 ms, docs/performance.md)
+    # imported here, not above: parsing the flags must not load asyncio, aiohttp and
+    # redis (``autoscaler consume --help`` ≤ 150 ms, docs/performance.md)
+    import asyncio
+
     from autoscaler.consumer.service import serve
     from autoscaler.consumer.stream import StreamOptions
 
     stream = StreamOptions(args.group, args.claim_min_idle) if args.stream else None
     return asyncio.run(
-        serve(settings, args.redis_url, args.metrics_port, redis_timeout_s=args.redis_timeout,
-              stream=stream)
+        serve(settings, server_of(args, settings), args.metrics_port,
+              redis_timeout_s=args.redis_timeout, stream=stream)
     )  # fmt: skip
+
+
+def server_of(args: argparse.Namespace, settings: ConsumerSettings) -> str:
+    """The server as ``autoscaler.endpoint`` folds it (``redisconn.make_client`` unfolds
+    it): --redis-url, or --sentinels/--sentinel-master, with --cluster. ``InputError``
+    for what cannot work: sentinels without a master, a Cluster URL with a database, a
+    queue or dead-letter key that would not share one Cluster slot."""
+    if (args.sentinels is None) != (args.sentinel_master is None):
+        raise InputError("--sentinels and --sentinel-master go together")
+    if args.sentinels is not None:
+        if args.cluster:
+            raise InputError("--cluster: not with --sentinels (a Cluster has no sentinels)")
+        endpoint = RedisEndpoint(sentinels=args.sentinels, sentinel_master=args.sentinel_master)
+        return endpoint.fold() or ""
+    if args.cluster:
+        db = urllib.parse.urlsplit(args.redis_url).path.strip("/")
+        if db not in ("", "0"):
+            raise InputError(f"--redis-url: Redis Cluster has only database 0, not {db[:20]!r}")
+        tag = keys.hash_tag(settings.queue)
+        if tag is None:
+            name = settings.queue[:80]
+            raise InputError(f"--queue: {name!r} has no {{hash tag}}: under --cluster its "
+                             f"processing lists would land in other slots; name it e.g. "
+                             f"'{{{name}}}' or 'jobs:{{{name}}}'")  # fmt: skip
+        if settings.dead_letter and keys.hash_tag(settings.dead_letter) != tag:
+            raise InputError(f"--dead-letter: {settings.dead_letter[:80]!r} must carry the "
+                             f"queue's hash tag {{{tag}}} under --cluster")  # fmt: skip
+        return RedisEndpoint(url=args.redis_url, cluster=True).fold() or args.redis_url
+    return str(args.redis_url)
+
+
+def _sentinels(text: str) -> tuple[tuple[str, int], ...]:
+    try:
+        return parse_sentinels(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"host:port,host:port expected, not {e}") from None
 
 
 def _source(args: argparse.Namespace) -> str:

@@ -23,7 +23,7 @@ from autoscaler.consumer.stream import StreamOptions, StreamWorker
 from autoscaler.consumer.worker import Worker
 from autoscaler.errors import AutoscalerError, InputError, QueueError
 from autoscaler.metrics import start_http_server
-from autoscaler.redisconn import make_client
+from autoscaler.redisconn import RedisCredentials, credential_hint, make_client
 from autoscaler.remote import redact_url
 
 logger = logging.getLogger(__name__)
@@ -72,7 +72,8 @@ async def serve(
             try:
                 await worker.run()
             except QueueError as e:
-                logger.error("cannot use redis at %s: %s", redact_url(redis_url), e)
+                hint = credential_hint(e.__cause__ or e, RedisCredentials.from_env().origin)
+                logger.error("cannot use redis at %s: %s%s", redact_url(redis_url), e, hint)
                 return 1
             finally:
                 for sig in (signal.SIGTERM, signal.SIGINT):

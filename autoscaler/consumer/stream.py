@@ -223,24 +223,24 @@ class StreamWorker(Worker):
         *,
         rng: random.Random | None = None,
     ) -> None:
-        super().__init__(redis, session, settings, metrics, rng=rng)
-        rng = rng or random.Random()
+        self._options = options  # before Worker.__init__, which asks ``_backend``
         self._k = StreamKeys(settings.queue, options.group, settings.consumer_id,
                              settings.dead_letter)  # fmt: skip
-        forwarder = Forwarder(session, settings.forward_url, settings.queue,
-                              settings.consumer_id, settings.request_timeout_s)  # fmt: skip
-        handler = StreamHandler(redis, forwarder, settings, metrics, self._log,
+        super().__init__(redis, session, settings, metrics, rng=rng)
+
+    def _backend(self, forwarder: Forwarder, rng: random.Random) -> tuple[MessageHandler, Slots]:
+        handler = StreamHandler(self._redis, forwarder, self._s, self._metrics, self._log,
                                 stopping=self._stopping, rng=rng, breaker=self.breaker,
                                 ledger=self._ledger)  # fmt: skip
         handler.bind(self._k)
-        self._handler = handler
-        self._stream_slots = StreamSlots(
-            redis, settings, handler, metrics, self._log, stopping=self._stopping,
-            throttler=make_throttler(settings.rate_per_s), on_exit=self._task_done,
+        slots = StreamSlots(
+            self._redis, self._s, handler, self._metrics, self._log, stopping=self._stopping,
+            throttler=make_throttler(self._s.rate_per_s), on_exit=self._task_done,
             breaker=self.breaker, ledger=self._ledger,
         )  # fmt: skip
-        self._stream_slots.bind(self._k, options, handler)
-        self._slots = self._stream_slots
+        slots.bind(self._k, self._options, handler)
+        self._stream_slots = slots
+        return handler, slots
 
     async def _recover(self) -> None:
         """Create the group if missing; hand back what a previous incarnation held."""

@@ -94,14 +94,7 @@ class Worker:
             max_backoff_s=settings.backoff_max_s, metrics=metrics, log=self._log, rng=rng,
         )  # fmt: skip
         self._ledger = Ledger()
-        self._handler = MessageHandler(redis, forwarder, settings, metrics, self._log,
-                                       stopping=self._stopping, rng=rng, breaker=self.breaker,
-                                       ledger=self._ledger)  # fmt: skip
-        self._slots = Slots(
-            redis, settings, self._handler, metrics, self._log, stopping=self._stopping,
-            throttler=make_throttler(settings.rate_per_s), on_exit=self._task_done,
-            breaker=self.breaker, ledger=self._ledger,
-        )  # fmt: skip
+        self._handler, self._slots = self._backend(forwarder, rng)
         registration = rq.Registration(
             settings.keys, settings.pod_name, secrets.token_hex(8),
             settings.max_deliveries, round(time.time(), 3),
@@ -111,6 +104,19 @@ class Worker:
             status=lambda: (self.state, len(self._ledger)), on_command=self._on_command,
             log=self._log,
         )  # fmt: skip
+
+    def _backend(self, forwarder: Forwarder, rng: random.Random) -> tuple[MessageHandler, Slots]:
+        """The queue backend's handler and slots: a Redis list's here; a subclass swaps in
+        another (``consumer.stream``) and keeps the lifecycle, drain and heartbeat."""
+        handler = MessageHandler(self._redis, forwarder, self._s, self._metrics, self._log,
+                                 stopping=self._stopping, rng=rng, breaker=self.breaker,
+                                 ledger=self._ledger)  # fmt: skip
+        slots = Slots(
+            self._redis, self._s, handler, self._metrics, self._log, stopping=self._stopping,
+            throttler=make_throttler(self._s.rate_per_s), on_exit=self._task_done,
+            breaker=self.breaker, ledger=self._ledger,
+        )  # fmt: skip
+        return handler, slots
 
     @property
     def in_flight(self) -> int:

@@ -4,8 +4,9 @@ It receives its collaborators (sources, a target factory, the drain protocol, th
 metrics) from ``autoscaler.app``, which wires them.
 """
 
+from autoscaler.controller.durability import DurabilityWatch
 from autoscaler.controller.loop import Controller
 from autoscaler.controller.memory import MemoryWatch
 from autoscaler.controller.workload import Workload
 
-__all__ = ["Controller", "MemoryWatch", "Workload"]
+__all__ = ["Controller", "DurabilityWatch", "MemoryWatch", "Workload"]

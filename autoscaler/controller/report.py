@@ -13,8 +13,10 @@ Events, once per change and never once per cycle, each with the same text in a l
 ``TriggerFailed`` (Warning; the cause, e.g. Prometheus's "2 series, expected one:
 aggregate it, e.g. sum(...)") and ``TriggerRecovered``; ``WorkloadActive`` and
 ``WorkloadIdle``; ``FallbackEntered`` (Warning) and ``FallbackLeft``; ``Paused`` and
-``Resumed``. A cause is compared without the backoff's countdown ("next attempt in 3.2 s"),
-which changes every cycle while the cause does not. ``--dry-run`` logs, writes nothing.
+``Resumed`` — on a flip, never for the first decision after a start (no Event storm from
+a restarted controller), except a fallback already in force. A cause is compared without
+the backoff's countdown ("next attempt in 3.2 s"), which changes every cycle while the
+cause does not. ``--dry-run`` logs, writes nothing.
 """
 
 from __future__ import annotations
@@ -56,9 +58,7 @@ def _iso(at: float) -> str:
     return dt.datetime.fromtimestamp(at, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def conditions_of(
-    decision: Decision, errors: dict[str, str]
-) -> dict[str, tuple[bool, str, str]]:
+def conditions_of(decision: Decision, errors: dict[str, str]) -> dict[str, tuple[bool, str, str]]:
     """type → (status, reason, message) for one decision and the triggers' failures."""
     paused = decision.reason is Reason.PAUSED
     fallback = decision.reason is Reason.FALLBACK_ACTIVE
@@ -80,10 +80,20 @@ def conditions_of(
 class Reporter:
     """Conditions, the status annotation and the operator's Events, for every workload."""
 
-    def __init__(self, spawn: Spawn, *, dry_run: bool, wall_clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        spawn: Spawn,
+        *,
+        dry_run: bool,
+        wall_clock: Callable[[], float],
+        write_status: Callable[[Workload, dict[str, object]], None] | None = None,
+    ) -> None:
         self.spawn = spawn
         self.dry_run = dry_run
         self.wall_clock = wall_clock
+        # how a status reaches the target: the loop's StatusWriter (coalesced, lowest
+        # priority: controller.statuses); a task per write without one
+        self.write_status = write_status or (lambda w, doc: self.spawn(w.target.write_status(doc)))
 
     def _event(self, w: Workload, reason: str, message: str, *, warning: bool = False) -> None:
         if not self.dry_run:
@@ -137,9 +147,12 @@ class Reporter:
             before = w.conditions.get(kind)
             if before is None or before[0] != status:
                 w.conditions[kind] = (status, _iso(now))
-                if before is not None and (kind, status) in _EVENTS:
+                # a flip; or a fallback already in force when first seen (a restart
+                # repeats it: rare, and worth repeating), never an Event storm at start
+                told = before is not None or (kind == "Fallback" and status)
+                if told and (kind, status) in _EVENTS:
                     event, warning = _EVENTS[kind, status]
-                    text = message or f"{kind} is now {status}"
+                    text = message or f"{kind} ended: {decision.message}"
                     log_event(
                         logger,
                         event,
@@ -161,4 +174,4 @@ class Reporter:
         status_doc = status_of(decision, readings, [t.name for t in spec.triggers], now)
         status_doc["conditions"] = conditions
         if not self.dry_run:
-            self.spawn(w.target.write_status(status_doc))
+            self.write_status(w, status_doc)

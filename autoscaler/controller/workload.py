@@ -41,7 +41,6 @@ class Workload:
     # decisions{reason=last reason} of this workload, kept to count steady cycles cheaply
     decision_counter: Counter | None = None
     reported_error: str | None = None  # the invalid-spec message already sent as an Event
-    reported_secret: str | None = None  # the credentials problem already sent as an Event
     reported_conflict: str | None = None
     failures: int = 0  # unexpected errors in a row, for backoff
     # What the operator was last told (controller.report): the decision in substance,

@@ -12,7 +12,6 @@ import asyncio
 import logging
 import signal
 import sys
-from pathlib import Path
 from typing import Any
 
 from autoscaler.argtypes import (
@@ -72,7 +71,7 @@ def register(subparsers: Any) -> None:
     add("--messages-per-replica", type=positive_int, default=10, help="the target (default 10)")
     add("--min-replicas", type=non_negative_int, default=1, help="default 1")
     add("--max-replicas", type=positive_int, default=8, help="default 8")
-    add("--log-dir", type=Path, help="keep the replicas' and controller's logs here")
+    add("--log-dir", type=output_dir, help="keep the replicas' and controller's logs here")
     add("--log-level", type=log_level, default="WARNING",
         help="controller log level on stderr (default WARNING)")  # fmt: skip
     parser.set_defaults(func=main)

@@ -168,12 +168,12 @@ def write_trace(path: Path, per_second: Mapping[int, int], end_s: int) -> None:
     path.write_text("\n".join(rows) + "\n")
 
 
-# How each kind of mark is drawn: (colour, line style, legend label).
+# How each kind of mark is drawn: (colour, line style, line width, legend label).
 MARK_STYLE = {
-    "acknowledged": ("tab:green", ":", "drain done"),
-    "cancelled": ("tab:orange", "--", "drain cancelled (load rose)"),
-    "timed_out": ("tab:red", "--", "drain timed out"),
-    "ChaosKill": ("black", "-", "chaos kill (SIGKILL)"),
+    "acknowledged": ("tab:green", "-", 1.6, "drain done"),
+    "cancelled": ("tab:purple", "--", 1.6, "drain cancelled (load rose)"),
+    "timed_out": ("tab:red", "--", 1.6, "drain timed out"),
+    "ChaosKill": ("dimgray", ":", 1.0, "chaos kill (SIGKILL)"),
 }
 
 
@@ -209,9 +209,9 @@ def plot(series: Sequence[Sample], path: Path, title: str, marks: Sequence[Mark]
     for mark in marks:
         if mark.kind not in MARK_STYLE:
             continue
-        colour, style, label = MARK_STYLE[mark.kind]
+        colour, style, width, label = MARK_STYLE[mark.kind]
         for axes in (top, bottom):
-            axes.axvline(mark.t_s, color=colour, linestyle=style, linewidth=1, alpha=0.8,
+            axes.axvline(mark.t_s, color=colour, linestyle=style, linewidth=width, alpha=0.8,
                          label=None if mark.kind in shown or axes is top else label)  # fmt: skip
         shown.add(mark.kind)
     for axes in (top, bottom):

@@ -36,6 +36,8 @@ DRAIN_OUTCOMES = {
     "cancelled": "drain cancelled: the load rose, the victims went back to work",
     "timed_out": "drain timed out: held messages pushed back, victims removed",
 }
+# Events that tell a drain's outcome: shown from ``drains_total`` already, so not twice.
+DRAIN_EVENTS = frozenset({"DrainCancelled", "DrainTimedOut"})
 
 
 @dataclass(frozen=True)
@@ -154,7 +156,7 @@ class Sampler:
         for event in list(self.target.events):
             if event.at > self._event_at:
                 self._event_at = event.at
-                if event.warning:  # chaos kills, restarts, undrained removals…
+                if event.warning and event.reason not in DRAIN_EVENTS:  # chaos kills, restarts…
                     text = f"{event.reason}: {event.message}"
                     self.marks.append(Mark(event.at - offset, event.reason, text))
         counts = self.drain_counts()

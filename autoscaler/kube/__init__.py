@@ -8,6 +8,7 @@
 - ``LeaderElector`` (``leader``): leader election on a ``coordination.k8s.io/v1`` Lease.
 - ``operations``: the ``/scale``, pod, Event and annotation calls ``KubeTarget`` makes;
   ``events``: Events on a workload, counted like client-go's recorder does.
+- ``secrets``: a workload's ``redis-auth-secret``, read with ``get`` only (opt-in RBAC).
 
 No ``kubernetes.*`` or ``aiohttp.*`` exception leaves this package.
 """

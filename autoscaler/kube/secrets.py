@@ -4,9 +4,9 @@ Access is opt-in per namespace: the base RBAC grants no Secret access, and a use
 the ClusterRole ``queue-autoscaler-secrets`` (``get`` on secrets) with a RoleBinding in
 the namespaces whose workloads name a Secret (docs/deploy.md). So a 403 is an expected,
 user-fixable state, not a bug: it and a 404 become a ``SourceError`` that says what to
-create, which fails only the readings of the workloads using that Secret (and becomes a
-Warning Event on each: ``controller``). Values are decoded here and handed on; they are
-never logged, and neither is the response body.
+create, which fails only the readings of the workloads using that Secret, and becomes
+their ``TriggerFailed`` Warning Event (``controller.report``). Values are decoded here and
+handed on; they are never logged, and neither is the response body.
 """
 
 from __future__ import annotations
@@ -14,11 +14,12 @@ from __future__ import annotations
 import base64
 import binascii
 
-from autoscaler.errors import SECRET_PROBLEM, KubeError, SourceError
+from autoscaler.errors import KubeError, SourceError
 
 from .client import KubeClient
 
 SECRETS_CLUSTER_ROLE = "queue-autoscaler-secrets"
+SECRET_PROBLEM = "redis-auth-secret "  # how every message about a Secret starts
 
 
 async def read_secret(kube: KubeClient, namespace: str, name: str) -> dict[str, bytes]:

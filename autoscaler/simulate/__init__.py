@@ -52,11 +52,16 @@ class Result:
 
 
 def compare(
-    trace: Trace, spec: ScalingSpec, params: Params, progress: Progress | None = None
+    trace: Trace,
+    spec: ScalingSpec,
+    params: Params,
+    progress: Progress | None = None,
+    start_wall_s: float | None = None,
 ) -> dict[str, Result]:
-    """Both policies over the same trace and workload, ours first."""
+    """Both policies over the same trace and workload, ours first. ``start_wall_s``: the
+    trace's t=0 as epoch seconds, for the spec's ``schedule`` (``simulate --start``)."""
     k = params.ticks_per_s()
-    ours = run(trace, Ours(spec, k), params, progress=progress)
+    ours = run(trace, Ours(spec, k, start_wall_s), params, progress=progress)
     if spec.drain and ours.interrupted:  # the product's promise: fail loudly, never report it
         raise RuntimeError(f"{ours.interrupted} messages interrupted despite drain")
     keda = run(trace, KedaHpa(KedaSettings.like(spec), k), params, progress=progress)
@@ -70,6 +75,7 @@ def run(
     *,
     cap_s: int = CAP_S,
     progress: Progress | None = None,
+    progress_every: int = PROGRESS_EVERY,
 ) -> Result:
     """Replay ``trace`` through ``controller``, event tick to event tick (model: ``engine``)."""
     cluster = Cluster(params)
@@ -86,7 +92,7 @@ def run(
     while True:
         turns += 1
         tick = _next_tick(controller, cluster, arrivals, never=cap + 1)
-        if progress is not None and turns % PROGRESS_EVERY == 0:
+        if progress is not None and turns % progress_every == 0:
             progress(controller.name, min(1.0, tick / max(trace_end, 1)))
         idle = not arrivals and not cluster.backlog and not cluster.in_flight
         if (idle and tick >= max(trace_end, cluster.last_done)) or tick > cap:

@@ -15,12 +15,14 @@ parse the same way. Every error names the file and line, or the flag.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import yaml
 
@@ -82,6 +84,13 @@ def register(subparsers: Any) -> None:
         metavar="SECONDS",
         help="from a replica's request to its first message (default 10)",
     )
+    parser.add_argument(
+        "--start",
+        metavar="ISO-TIME",
+        help="the trace's t=0 in the calendar, e.g. 2026-12-07T07:30 (in the spec's "
+        "schedule-timezone unless it carries an offset): replays the spec's schedule "
+        "floors; without it a schedule is not applied",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument(
         "--plot",
@@ -98,9 +107,10 @@ def main(args: argparse.Namespace) -> int:
     params.ticks_per_s()  # validates the flags before any file is read
     spec = load_spec(Path(args.spec)) if args.spec else default_spec()
     check_spec(spec, args.spec or "the built-in spec")
+    start = start_time(args.start, spec)
     traces = [load_trace(name) for name in args.trace or [DEFAULT_TRACE]]
     runs = [
-        (_name(trace), trace, compare(trace, spec, params, _Progress(_name(trace))))
+        (_name(trace), trace, compare(trace, spec, params, _Progress(_name(trace)), start))
         for trace in traces
     ]
     if args.plot is not None:
@@ -140,6 +150,28 @@ class _Progress:
             self.next_at = now + PROGRESS_AFTER_S
             print(f"simulate: {self.trace}: {policy} {share:.0%} of the trace replayed",
                   file=sys.stderr, flush=True)  # fmt: skip
+
+
+def start_time(text: str | None, spec: ScalingSpec) -> float | None:
+    """``--start`` as epoch seconds; a time without an offset is in the schedule's zone."""
+    if text is None:
+        if spec.schedule is not None:
+            print(
+                "simulate: the spec has a schedule; it is replayed only with --start "
+                "(the trace's t=0 in the calendar)",
+                file=sys.stderr,
+            )
+        return None
+    try:
+        at = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise InputError(
+            f"--start: {text!r}: expected an ISO 8601 time such as 2026-12-07T07:30 "
+            "or 2026-12-07T07:30+01:00"
+        ) from None
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=ZoneInfo(spec.schedule_timezone))
+    return at.timestamp()
 
 
 def load_spec(path: Path) -> ScalingSpec:

@@ -54,9 +54,14 @@ class Ours:
 
     name = "queue_autoscaler"
 
-    def __init__(self, spec: ScalingSpec, ticks_per_s: int) -> None:
+    def __init__(
+        self, spec: ScalingSpec, ticks_per_s: int, start_wall_s: float | None = None
+    ) -> None:
+        """``start_wall_s``: the trace's t=0 in the calendar (epoch seconds), for the
+        ``schedule`` floor; None replays without a calendar (no schedule floor)."""
         check_spec(spec, "spec")
         self.spec = spec
+        self.start_wall_s = start_wall_s
         self.k = ticks_per_s
         self.poll_ticks = max(1, round(spec.polling_interval_s * ticks_per_s))
         self.next_tick = 0
@@ -76,9 +81,9 @@ class Ours:
             )
             for trigger in self.spec.redis_triggers
         ]
-        decision, self.state = decide(
-            self.spec, len(serving), readings, self.state, cluster.seconds(tick)
-        )
+        now = cluster.seconds(tick)
+        wall = None if self.start_wall_s is None else self.start_wall_s + now
+        decision, self.state = decide(self.spec, len(serving), readings, self.state, now, wall)
         if decision.replicas > len(serving):
             self._grow(cluster, decision.replicas - len(serving))
             cluster.request(decision.replicas - len(cluster.serving()), tick)

@@ -137,7 +137,7 @@ def verdict(policies: Mapping[str, Summary]) -> str:
 # so that where they coincide both stay visible.
 STYLE = {
     "queue_autoscaler": {"color": "tab:blue", "linewidth": 2.4, "alpha": 0.8, "zorder": 2},
-    "keda_hpa": {"color": "tab:orange", "linewidth": 1.4, "linestyle": "--", "zorder": 3},
+    "keda_hpa": {"color": "tab:orange", "linewidth": 1.3, "linestyle": "--", "zorder": 3},
 }
 ARRIVAL_BINS = 600  # bars drawn for the arrivals, whatever the trace's length
 
@@ -160,18 +160,19 @@ def plot(sections: Sequence[tuple[str, Trace, Mapping[str, Result]]], path: Path
             label = POLICY_NAMES.get(policy, policy)
             row[1].stairs([b for _, b, _ in result.series], times, label=label, **style)
             row[2].stairs([r for _, _, r in result.series], times, label=label, **style)
-            total = result.replica_ticks / k
-            row[3].plot(*_replica_seconds(result), label=f"{label}: {total:,.0f}", **style)
+            row[3].plot(*_replica_seconds(result), label=label, **style)
+        totals = " vs ".join(f"{r.replica_ticks / r.ticks_per_s:,.0f}" for r in results.values())
         row[0].set(title=f"{name}: arrivals", ylabel="messages / s")
         row[1].set(title=f"{name}: backlog", ylabel="messages queued")
         row[2].set(title=f"{name}: replicas", ylabel="replicas")
-        row[3].set(title=f"{name}: replica-seconds so far", ylabel="replica-seconds")
+        row[3].set(title=f"{name}: cost so far ({totals})", ylabel="replica-seconds")
         for axes_ in row:
             axes_.set(xlabel="time (s)")
             axes_.set_ylim(bottom=0)
             axes_.grid(alpha=0.3)
-        for axes_ in row[1:]:
-            axes_.legend(fontsize="small", loc="upper left")
+    # One legend for the figure, above the panels: none of them has a line hidden by it.
+    handles, labels = axes[0][1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside upper center", ncols=len(labels))
     save_figure(fig, path, "--plot")
 
 
@@ -184,7 +185,8 @@ def _arrivals(axes: Any, trace: Trace) -> None:
         bins[t // width] += n
     edges = [i * width for i in range(len(bins))] + [trace.end_s]
     rates = [n / (edges[i + 1] - edges[i]) for i, n in enumerate(bins)]
-    axes.stairs(rates, edges, fill=True, color="tab:gray", alpha=0.6)
+    axes.stairs(rates, edges, fill=True, color="tab:gray", alpha=0.4)
+    axes.stairs(rates, edges, color="dimgray", linewidth=0.8)  # a one-second spike stays visible
 
 
 def _replica_seconds(result: Result) -> tuple[list[float], list[float]]:

@@ -1,6 +1,7 @@
 """The Redis source: every queue of one Redis server in one round trip per cycle.
 
-Per queue, with key names from ``autoscaler.keys``: *backlog* ``LLEN <queue>``;
+Per queue, with key names from ``autoscaler.keys``: *backlog* ``LLEN <queue>`` plus
+``LLEN quarantine_key(queue)`` (quarantined messages wait for a consumer too);
 *in-flight*, the sum of ``LLEN <queue>:processing:<id>`` over the consumer ids in the set
 ``consumers_key(queue)``; *processed*, ``GET processed_key(queue)`` (missing = 0);
 *consumers*, how many of those ids are alive: their ``lease_key(id)`` exists (a pod
@@ -71,25 +72,28 @@ def _affixes(key_of: Callable[[str], str]) -> tuple[str, str]:
 
 _LEASE = _affixes(keys.lease_key)  # around a consumer id, not a queue name
 
-# ARGV[1..8] of the script; then the queue names (see ``_script_args``).
+# ARGV[1..10] of the script; then the queue names (see ``_script_args``).
 _SCHEMA_ARGS = (
     *_affixes(keys.consumers_key),
     *_affixes(keys.processed_key),
     *_affixes(lambda q: keys.processing_key(q, "")),
     *_LEASE,
+    *_affixes(keys.quarantine_key),
 )
 
 # pcall, not call: an error on one key (WRONGTYPE, NOPERM) comes back in its slot and
 # fails only the triggers of that queue. A missing counter is 0 (a nil would cut the
 # array short); a counter that is not plain digits is returned raw, for the client to
 # name. Exact up to 15 digits (Lua numbers are doubles); longer ones go raw too.
-# Four integers per queue: backlog, in-flight, processed, live consumers.
+# Four integers per queue: backlog, in-flight, processed, live consumers. The backlog is
+# the queue plus its quarantine (``keys.quarantine_key``): quarantined messages wait for a
+# consumer too, and a reading without them would let a workload scale to zero over them.
 LUA_SCRIPT = """
 local cp, cs, pp, ps, lp, ls = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-local ep, es = ARGV[7], ARGV[8]
+local ep, es, qp, qs = ARGV[7], ARGV[8], ARGV[9], ARGV[10]
 local names = {}
-for q in string.gmatch(ARGV[9], '[^\\n]+') do names[#names + 1] = q end
-for i = 10, #ARGV do names[#names + 1] = ARGV[i] end
+for q in string.gmatch(ARGV[11], '[^\\n]+') do names[#names + 1] = q end
+for i = 12, #ARGV do names[#names + 1] = ARGV[i] end
 -- a consumer's lease key carries its queue's {hash tag}, if any (keys.lease_key)
 local function slot(q)
   local s = string.find(q, '{', 1, true)
@@ -118,7 +122,12 @@ for _, q in ipairs(names) do
   if type(done) == 'string' and #done < 16 and string.find(done, '^%d+$') then
     done = tonumber(done)
   end
-  out[n + 1], out[n + 2], out[n + 3], out[n + 4] = redis.pcall('LLEN', q), busy, done, live
+  local waiting = redis.pcall('LLEN', q)
+  if type(waiting) == 'number' then
+    local held = redis.pcall('LLEN', qp .. q .. qs)
+    if type(held) == 'number' then waiting = waiting + held else waiting = held end
+  end
+  out[n + 1], out[n + 2], out[n + 3], out[n + 4] = waiting, busy, done, live
   n = n + 4
 end
 return out
@@ -165,6 +174,14 @@ def _joined(replies: list[Any]) -> list[Any]:
             raise TransientSourceError(f"malformed script reply: {type(reply).__name__}")
         joined += reply
     return joined
+
+
+def _waiting(length: object, held: object) -> object:
+    """The queue's length plus its quarantine's, or the first value that is not a count
+    (for ``_queue_result`` to name)."""
+    if type(length) is not int:
+        return length
+    return length + held if type(held) is int else held
 
 
 def _eval_refused(error: rex.ResponseError) -> bool:
@@ -268,44 +285,49 @@ class RedisSource:
         self, triggers: Sequence[RedisTrigger | RedisStreamTrigger]
     ) -> list[Reading]:
         """Lists through ``_read``; stream triggers (``redisstream``) by their own script,
-        in the same pipeline as the lists' calls: still one round trip."""
+        in the same pipeline as the lists' calls: still one round trip. A stream trigger
+        that cannot be read (Cluster, scripting refused) fails alone."""
         if not any(isinstance(t, RedisStreamTrigger) for t in triggers):
             return await self._read(triggers)  # type: ignore[arg-type]  # lists only
-        at_lists = [i for i, t in enumerate(triggers) if isinstance(t, RedisTrigger)]
-        at_streams = [i for i, t in enumerate(triggers) if isinstance(t, RedisStreamTrigger)]
         lists = [t for t in triggers if isinstance(t, RedisTrigger)]
         streams = [t for t in triggers if isinstance(t, RedisStreamTrigger)]
         pairs = redisstream.pairs_of(streams)
-        stream_call = redisstream.script_args(pairs)
         try:
-            list_readings: list[Reading] = []
-            if lists and self._use_lua:
-                self._prepare(lists)
-                _, order, calls = self._batch
-                replies = await redisstream.run_scripts(
-                    self._client, [*((READ_SCRIPT, c) for c in calls),
-                                   (redisstream.STREAM_SCRIPT, stream_call)],
-                )  # fmt: skip
-                stream_reply = replies.pop()
-                if isinstance(stream_reply, Exception):
-                    raise stream_reply
-                list_readings = self._memo.read_batch(lists, order, _joined(replies))
-            else:
-                list_readings = await self._read(lists) if lists else []
-                stream_reply = await redisstream.STREAM_SCRIPT(self._client, [], stream_call)
-            results = redisstream.parse_reply(pairs, stream_reply)
+            parts = redisstream.chunks(pairs)
+            list_readings, stream_replies = await self._read_with_streams(lists, parts)
+            results = redisstream.parse_replies(parts, stream_replies)
         except TransientSourceError as e:
             raise TransientSourceError(f"{self.server}: {e}") from e
         except (rex.RedisError, OSError) as e:
             problem = f"{type(e).__name__}: {truncate(str(e), 200)}"
             raise TransientSourceError(f"{self.server}: {problem}") from e
-        out: list[Reading] = [Reading.failed("not read")] * len(triggers)
-        for i, reading in zip(at_lists, list_readings, strict=True):
-            out[i] = reading
-        stream_readings = redisstream.readings_for(self.server, streams, results)
-        for i, reading in zip(at_streams, stream_readings, strict=True):
-            out[i] = reading
-        return out
+        in_order = iter(list_readings)
+        by_trigger = iter(redisstream.readings_for(self.server, streams, results))
+        return [next(by_trigger if isinstance(t, RedisStreamTrigger) else in_order)
+                for t in triggers]  # fmt: skip
+
+    async def _read_with_streams(
+        self, lists: list[RedisTrigger], parts: list[Sequence[tuple[str, str]]]
+    ) -> tuple[list[Reading], list[object]]:
+        """(the lists' readings, each stream call's reply or an error in its place)."""
+        stream_calls = [(redisstream.STREAM_SCRIPT, redisstream.script_args(p)) for p in parts]
+        if isinstance(self._client, RedisCluster):
+            refused = rex.ResponseError("stream triggers are not supported with redis-cluster")
+            return (await self._read(lists) if lists else []), [refused] * len(parts)
+        list_readings: list[Reading] = []
+        if lists and self._use_lua:
+            self._prepare(lists)
+            _, order, calls = self._batch
+            replies = await redisstream.run_scripts(
+                self._client, [*((READ_SCRIPT, c) for c in calls), *stream_calls]
+            )
+            list_replies, stream_replies = replies[: len(calls)], replies[len(calls) :]
+            if not any(isinstance(r, rex.ResponseError) and _eval_refused(r) for r in list_replies):
+                return self._memo.read_batch(lists, order, _joined(list_replies)), stream_replies
+        if lists:
+            list_readings = await self._read(lists)  # scripting refused: its pipeline
+        # an error in a call's place (refused, a failing script) fails only its pairs
+        return list_readings, await redisstream.run_scripts(self._client, stream_calls)
 
     def _prepare(self, triggers: Sequence[RedisTrigger]) -> None:
         """The batch's queues and script arguments, computed again only for a new batch."""
@@ -398,17 +420,23 @@ class RedisSource:
             return None
 
     async def _pipeline(self, queues: Sequence[str]) -> dict[str, QueueResult]:
-        """Two round trips: lengths, registries and counters; then per queue the length of
-        each registered consumer's processing list and one ``EXISTS`` of all their leases
-        (it counts the keys that exist; set members are distinct)."""
+        """Two round trips: lengths (the queue's and its quarantine's, as the script),
+        registries and counters; then per queue the length of each registered consumer's
+        processing list and one ``EXISTS`` of all their leases (it counts the keys that
+        exist; set members are distinct)."""
         pipe = self._client.pipeline(transaction=False)
         for q in queues:
             pipe.llen(q)
             pipe.smembers(keys.consumers_key(q))
             pipe.get(keys.processed_key(q))
-        first: list[Any] = await pipe.execute(raise_on_error=False)
-        if len(first) != 3 * len(queues):
+            pipe.llen(keys.quarantine_key(q))
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
+        if len(replies) != 4 * len(queues):
             raise TransientSourceError("malformed pipeline reply")
+        first: list[Any] = []  # per queue: backlog (queue + quarantine), members, counter
+        for i in range(len(queues)):
+            length, members, processed, held = replies[4 * i : 4 * i + 4]
+            first += [_waiting(length, held), members, processed]
         # queue index → its in-flight or the error that holds it; its live consumers or error
         busy: dict[int, object] = {}
         live: dict[int, object] = {}
@@ -444,6 +472,9 @@ class RedisSource:
 
     async def aclose(self) -> None:
         """Close the pool (best effort: a failure is logged, not raised)."""
+        if self._secret is not None:  # its clients, and the files written for it
+            await self._secret.aclose()
+            return
         try:
             await self._client.aclose()
         except (rex.RedisError, OSError) as e:

@@ -29,10 +29,15 @@ from autoscaler.errors import TransientSourceError, truncate
 from autoscaler.policy.spec import RedisStreamTrigger
 from autoscaler.policy.state import Reading
 from autoscaler.redisconn import Script
+from autoscaler.sources.redisreply import _BadValue, _count
 
 # Entries the script may walk to count a NULL lag (each side). ~1 ms of server time per
 # 1,000 entries of a few fields; the script blocks the server meanwhile.
 LAG_SCAN = 1000
+# (stream, group) pairs per script call: a call blocks every other client while it runs.
+# ``bench/bench_stream_read.py`` (2 shared cores): ~5 ms per call of 250 pairs, ~8-19 ms
+# when every stream has a NULL lag to count (500 pairs: ~16 and ~33 ms).
+CHUNK_PAIRS = 250
 VALUES_PER_PAIR = 5
 UNKNOWN_LAG = b"unknown"
 
@@ -126,18 +131,20 @@ def script_args(pairs: Sequence[tuple[str, str]]) -> list[Any]:
     return [*_SCHEMA_ARGS, LAG_SCAN, *(x for pair in pairs for x in pair)]
 
 
-class _Bad(ValueError):
-    pass
+def chunks(pairs: Sequence[tuple[str, str]]) -> list[Sequence[tuple[str, str]]]:
+    """The pairs of each script call: a script blocks the server while it runs, so at most
+    ``CHUNK_PAIRS`` per call; the calls still go in one pipeline (one round trip)."""
+    return [pairs[i : i + CHUNK_PAIRS] for i in range(0, len(pairs), CHUNK_PAIRS)] or [[]]
 
 
-def _count(raw: object, what: str) -> int:
-    if isinstance(raw, rex.RedisError):
-        raise _Bad(f"{what}: {truncate(str(raw), 120)}")
-    if isinstance(raw, int) and not isinstance(raw, bool) and raw >= 0:
-        return raw
-    if isinstance(raw, bytes) and raw.isdigit() and len(raw) <= 19:
-        return int(raw)
-    raise _Bad(f"{what}: not a non-negative integer: {truncate(repr(raw), 60)}")
+def parse_replies(
+    parts: Sequence[Sequence[tuple[str, str]]], replies: Sequence[object]
+) -> dict[tuple[str, str], PairResult]:
+    """Each call's reply (or error) for its pairs, merged."""
+    results: dict[tuple[str, str], PairResult] = {}
+    for part, reply in zip(parts, replies, strict=True):
+        results.update(parse_reply(part, reply))
+    return results
 
 
 StreamStats = tuple[int, int | None, int, int, int]  # length, lag (None: unknown), pending, …
@@ -148,6 +155,8 @@ def parse_reply(
     pairs: Sequence[tuple[str, str]], reply: object
 ) -> dict[tuple[str, str], PairResult]:
     """The script's flat array → per-pair results; a wrong shape fails the whole server."""
+    if isinstance(reply, rex.ResponseError):  # the script refused: every pair fails with it
+        return dict.fromkeys(pairs, f"stream read: {truncate(str(reply), 200)}")
     if not isinstance(reply, list) or len(reply) != VALUES_PER_PAIR * len(pairs):
         shape = f"{len(reply)} items" if isinstance(reply, list) else type(reply).__name__
         raise TransientSourceError(f"malformed stream script reply: {shape} for {len(pairs)}")
@@ -162,7 +171,7 @@ def parse_reply(
                 _count(0 if done is None else done, keys.processed_key(stream)),
                 _count(live, f"live consumers of {stream}"),
             )
-        except _Bad as e:
+        except _BadValue as e:
             out[stream, group] = str(e)
     return out
 

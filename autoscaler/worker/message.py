@@ -9,13 +9,14 @@ process leaves it where the reaper finds it. Settling twice is a programming err
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import Literal
 
 from autoscaler import keys
 
-if TYPE_CHECKING:
-    from autoscaler.worker.worker import Worker
+How = Literal["ack", "nack", "release"]
+Settler = Callable[["Message", How, str], Awaitable[bool]]
 
 
 class Message:
@@ -26,10 +27,10 @@ class Message:
     the dead-letter list), except on a cancel, which releases it uncounted.
     """
 
-    __slots__ = ("_settled", "_worker", "body", "deliveries", "slot", "stale")
+    __slots__ = ("_settle", "_settled", "body", "deliveries", "slot", "stale")
 
-    def __init__(self, worker: Worker, slot: int, body: bytes, deliveries: int) -> None:
-        self._worker = worker
+    def __init__(self, settle: Settler, slot: int, body: bytes, deliveries: int) -> None:
+        self._settle = settle  # ``held.Held.settle``
         self.slot = slot  # the worker's slot holding it (names its journal entries)
         self.body = body
         self.deliveries = deliveries  # this delivery included: 1 the first time
@@ -49,22 +50,23 @@ class Message:
     async def ack(self) -> bool:
         """Done: remove it for good. False when it was no longer held (a drain timed out
         or a reaper returned it): it will be delivered again."""
-        return await self._worker._settle(self, "ack")
+        return await self._settle(self, "ack", "")
 
     async def nack(self, reason: str = "nacked") -> bool:
         """Failed: back to the head of the queue, or to the dead-letter list with
         ``reason`` once it was delivered ``max_deliveries`` times. False if not held."""
-        return await self._worker._settle(self, "nack", reason)
+        return await self._settle(self, "nack", reason)
 
     async def release(self) -> bool:
         """Not processed, not its fault: back to the head of the queue, this delivery
         not counted. False if not held."""
-        return await self._worker._settle(self, "release")
+        return await self._settle(self, "release", "")
 
-    def _mark_settled(self) -> None:
-        if self._settled:
+    def mark_settled(self, settled: bool = True) -> None:
+        """Called by the settler; False again when settling failed (it is still held)."""
+        if settled and self._settled:
             raise RuntimeError(f"message {self.id[:12]} was already settled (ack/nack/release)")
-        self._settled = True
+        self._settled = settled
 
     async def __aenter__(self) -> Message:
         return self

@@ -23,26 +23,23 @@ import secrets
 import signal
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from types import TracebackType
-from typing import TypeVar
 
 from redis.asyncio import Redis
 
 from autoscaler import keys
 from autoscaler import redisqueue as rq
 from autoscaler.consumer.heartbeat import Heartbeat
-from autoscaler.consumer.ledger import Ledger
 from autoscaler.consumer.logs import ConsumerLog
 from autoscaler.errors import QueueError
 from autoscaler.keys import Command, ConsumerState
 from autoscaler.redisconn import make_client
+from autoscaler.worker.held import Held
 from autoscaler.worker.message import Message
 
 logger = logging.getLogger(__name__)
-T = TypeVar("T")
 
-REDIS_ATTEMPTS = 6  # a settle or the final push-back: tries over ~3 s before raising
 RECONCILE_INTERVAL_S = 10.0  # as the sidecar's --reconcile-interval default
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -83,21 +80,19 @@ class Worker:
         _check(heartbeat_interval_s >= 0.05,
                f"heartbeat_interval_s: {heartbeat_interval_s} must be ≥ 0.05")  # fmt: skip
         self.consumer_id, self.queue, self.concurrency = cid, queue, concurrency
-        self._url, self._own_client = redis_url, redis is None
+        self._own_client = redis is None
         self._redis = redis or make_client(redis_url, connect_timeout_s=5.0, read_timeout_s=None,
                                            max_connections=2 * concurrency + 4)  # fmt: skip
         self._keys = rq.ConsumerKeys(queue, cid, dead_letter)
         self._max_deliveries, self._drain_timeout_s = max_deliveries, drain_timeout_s
-        self._take_timeout_s = min(1.0, heartbeat_interval_s)
         self._interval_s, self._handle_signals = heartbeat_interval_s, handle_signals
         self._log = ConsumerLog(logger, queue, cid)
-        self._ledger = Ledger()
-        self._held: dict[int, Message] = {}
-        self._free = list(range(concurrency - 1, -1, -1))
-        self._take_lock = asyncio.Lock()
         self._changed = asyncio.Event()
+        take_timeout_s = min(1.0, heartbeat_interval_s)  # how soon an idle take sees a drain
+        self._held = Held(self._redis, self._keys, self._log, concurrency=concurrency,
+                          max_deliveries=max_deliveries, take_timeout_s=take_timeout_s,
+                          on_change=self._notify)  # fmt: skip
         self._drain_requested, self._stops, self._ended = False, 0, False
-        self._failures = 0
         self._tasks: list[asyncio.Task[None]] = []
         self.state = ConsumerState.RUNNING
         registration = rq.Registration(self._keys, pod or cid, secrets.token_hex(8),
@@ -153,6 +148,9 @@ class Worker:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.state is not ConsumerState.DRAINED:  # the lifecycle crashed: push back here
+            await self._held.push_back_all()
+            self.state = ConsumerState.DRAINED
         try:
             await rq.protect(self._redis, self.consumer_id, 0, self.queue)
             await self._heartbeat.beat()
@@ -169,10 +167,10 @@ class Worker:
         """The next message; waits while drained or while ``concurrency`` are held; ends
         (StopAsyncIteration) after a stop has drained."""
         while True:
-            await self._until(lambda: self._ended or self._has_room())
+            await self._until(lambda: self._ended or (self._may_take() and not self._held.full))
             if self._ended:
                 raise StopAsyncIteration
-            message = await self._take()
+            message = await self._held.take(self._may_take)
             if message is not None:
                 return message
 
@@ -197,101 +195,11 @@ class Worker:
         """Seconds of scale-in protection left (0: not protected)."""
         return await rq.protection_ms(self._redis, self.consumer_id, self.queue) / 1000
 
-    # ---- taking and settling ------------------------------------------------------------
-
-    def _has_room(self) -> bool:
-        return self._may_take() and len(self._held) < self.concurrency
+    # ---- drain and the background tasks ------------------------------------------------
 
     def _may_take(self) -> bool:
         running = self.state is ConsumerState.RUNNING
         return running and not self._drain_requested and not self._stops
-
-    async def _take(self) -> Message | None:
-        async with self._take_lock:
-            if not self._may_take() or not self._free:
-                return None
-            slot = self._free.pop()
-            delivery = None
-            async with self._ledger.door():
-                try:
-                    step = self._ledger.step(slot)
-                    delivery = await rq.take(self._redis, self._keys, self._take_timeout_s, step)
-                except QueueError as e:
-                    self._redis_failed(e)
-                else:
-                    self._failures = 0
-                    self._ledger.took(delivery)
-            if delivery is None:
-                self._free.append(slot)
-            elif not self._may_take():  # a drain began meanwhile: not ours to yield
-                self._free.append(slot)
-                with contextlib.suppress(QueueError):  # else the drain's push-back does it
-                    await rq.push_back(self._redis, self._keys, delivery.message, uncharge=True)
-                    self._ledger.left(delivery.message)
-                return None
-            else:
-                message = Message(self, slot, delivery.message, delivery.count)
-                self._held[slot] = message
-                return message
-        if self._failures:
-            await asyncio.sleep(_backoff_s(self._failures))
-        return None
-
-    async def _settle(self, message: Message, how: str, reason: str = "") -> bool:
-        """ack / nack / release one message (``Message`` calls this)."""
-        message._mark_settled()
-        if message.stale:
-            return False
-        redis, ck, body = self._redis, self._keys, message.body
-        try:
-            if how == "ack":
-                async with self._ledger.door():
-                    step = self._ledger.step(message.slot)
-                    held, _ = await self._retried(lambda: rq.ack(redis, ck, body, step=step))
-            elif how == "release":
-                held = await self._retried(lambda: rq.push_back(redis, ck, body, uncharge=True)) > 0
-            else:
-                held = await self._nack(body, reason)
-        except BaseException:
-            message._settled = False  # still held: settle it again, or the exit pushes it back
-            raise
-        self._ledger.left(body)
-        self._held.pop(message.slot, None)
-        self._free.append(message.slot)
-        self._notify()
-        return held
-
-    async def _nack(self, body: bytes, reason: str) -> bool:
-        most = self._max_deliveries
-        verdict = await self._retried(
-            lambda: rq.fail(self._redis, self._keys, body, reason, max_deliveries=most)
-        )
-        if verdict is rq.Verdict.DEAD:
-            self._log.warning("dead-lettered message %s to %s: %s",
-                              keys.message_digest(body)[:12], self._keys.dead, reason)  # fmt: skip
-        elif verdict is rq.Verdict.RETRY:
-            await self._retried(lambda: rq.push_back(self._redis, self._keys, body))
-        return verdict is not rq.Verdict.GONE
-
-    async def _retried(self, op: Callable[[], Awaitable[T]]) -> T:
-        """A Redis operation, retried (each is idempotent): QueueError after the last try."""
-        for attempt in range(1, REDIS_ATTEMPTS + 1):
-            try:
-                return await op()
-            except QueueError as e:
-                self._redis_failed(e)
-                if attempt == REDIS_ATTEMPTS:
-                    raise
-                await asyncio.sleep(_backoff_s(attempt))
-        raise AssertionError("unreachable")
-
-    def _redis_failed(self, error: QueueError) -> None:
-        self._ledger.dirty = True  # a reply may be lost: reconcile the processing list
-        self._failures += 1
-        if self._failures == 1 or self._failures % 20 == 0:
-            self._log.warning("redis failed (%d in a row): %s", self._failures, error)
-
-    # ---- drain and the background tasks ------------------------------------------------
 
     async def _lifecycle(self) -> None:
         """Run ↔ drained on the controller's commands, until a stop: then drain and end."""
@@ -312,26 +220,10 @@ class Worker:
             async with asyncio.timeout(self._drain_timeout_s):
                 await self._until(lambda: not self._held or self._stops >= 2)
         interrupted = len(self._held)
-        async with self._take_lock:  # no take in flight while the list goes back
-            pushed = await self._push_back_all()
-        for message in self._held.values():
-            message.stale = True
-        self._held.clear()
-        self._free = list(range(self.concurrency - 1, -1, -1))
-        self._ledger.clear()
+        pushed = await self._held.push_back_all()
         self._set_state(ConsumerState.DRAINED)
         self._log.info("drained in %.1fs: %d messages interrupted, %d pushed back to the queue",
                        time.monotonic() - started, interrupted, pushed)  # fmt: skip
-
-    async def _push_back_all(self) -> int:
-        try:
-            result = await self._retried(lambda: rq.requeue(
-                self._redis, self._keys, max_deliveries=0, reason="", force=True))  # fmt: skip
-        except QueueError:
-            self._log.error("could not push back held messages: they stay in %s for a "
-                            "restart or the reaper", self._keys.processing)  # fmt: skip
-            return 0
-        return result.requeued + result.quarantined
 
     async def _recover(self) -> None:
         result = await rq.requeue(
@@ -357,11 +249,12 @@ class Worker:
         next_at = time.monotonic() + RECONCILE_INTERVAL_S
         while True:
             await asyncio.sleep(self._interval_s)
-            if not self._may_take() or (not self._ledger.dirty and time.monotonic() < next_at):
+            dirty = self._held.ledger.dirty
+            if not self._may_take() or (not dirty and time.monotonic() < next_at):
                 continue
             next_at = time.monotonic() + RECONCILE_INTERVAL_S
             with contextlib.suppress(QueueError):  # still dirty: the next round tries again
-                if returned := await self._ledger.reconcile(self._redis, self._keys):
+                if returned := await self._held.ledger.reconcile(self._redis, self._keys):
                     self._log.warning("returned %d orphaned messages to the queue", returned)
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
@@ -404,7 +297,3 @@ class Worker:
 def _check(ok: bool, problem: str) -> None:
     if not ok:
         raise ValueError(f"Worker: {problem}")
-
-
-def _backoff_s(attempt: int) -> float:
-    return float(min(1.0, 0.05 * 2 ** (attempt - 1)))

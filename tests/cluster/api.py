@@ -36,6 +36,7 @@ PLURALS = {
     "Node": "nodes",
     "Event": "events",
     "Lease": "leases",
+    "Secret": "secrets",
     "ValidatingAdmissionPolicy": "validatingadmissionpolicies",
     "ValidatingAdmissionPolicyBinding": "validatingadmissionpolicybindings",
 }

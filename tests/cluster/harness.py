@@ -299,3 +299,21 @@ async def settled_at(api: Api, namespace: str, replicas: int, plural: str = "dep
 
 def undrained_events(events: list[Obj]) -> list[str]:
     return [e["message"] for e in events if e["reason"] == "UndrainedPodRemoved"]
+
+
+def pushing(
+    redis: aioredis.Redis, ids: list[bytes], processor: Processor | None = None
+) -> Callable[[], Awaitable[None]]:
+    """A ``controlled(before=...)`` step: push ``ids``; with ``processor`` (scripted to hang),
+    wait until it holds every one of them (each consumer full, nothing left queued)."""
+
+    async def push() -> None:
+        await redis.lpush("jobs", *ids)
+        if processor is not None:
+
+            async def held() -> bool:
+                return processor.in_progress == len(ids)
+
+            await eventually(held, 30, f"{len(ids)} messages held")
+
+    return push

@@ -36,6 +36,7 @@ from tests.cluster.harness import (
     marked,
     pod_costs,
     processed_all,
+    pushing,
     ready_pods,
     settled_at,
     undrained_events,
@@ -76,12 +77,14 @@ async def test_a_non_victim_turning_not_ready_during_the_drain_wait_cancels_and_
         args = consumer_args(redis_url, "jobs", processor.url, "--concurrency=2")
         manifest = worker(namespace, "worker", args, replicas=3, grace_s=5, **_spec(3))
 
-        async def load() -> None:  # 2 messages held by each of the 3 pods
-            await redis_client.lpush("jobs", *ids)
-            await eventually(lambda: _in_progress(processor, 6), 30, "6 messages held")
-
         async with controlled(
-            cluster, api, node, redis_url, manifest, ready=3, before=load
+            cluster,
+            api,
+            node,
+            redis_url,
+            manifest,
+            ready=3,
+            before=pushing(redis_client, ids, processor),
         ) as controller:
             victims = await eventually(lambda: marked(api, namespace, 2), 30, "2 victims")
             [survivor] = sorted(set(await live_pods(api, namespace)) - set(victims))
@@ -124,12 +127,14 @@ async def test_statefulset_drains_its_highest_ordinals_without_deletion_cost_one
             namespace, "worker", args, replicas=4, kind="StatefulSet", grace_s=5, **_spec(4)
         )
 
-        async def load() -> None:  # one message held by each pod
-            await redis_client.lpush("jobs", *ids)
-            await eventually(lambda: _in_progress(processor, 4), 30, "4 messages held")
-
         async with controlled(
-            cluster, api, node, redis_url, manifest, ready=4, before=load
+            cluster,
+            api,
+            node,
+            redis_url,
+            manifest,
+            ready=4,
+            before=pushing(redis_client, ids, processor),
         ) as controller:
             [started] = await eventually(
                 lambda: _started(controller), 30, "the drain started", step_s=0.1
@@ -182,12 +187,14 @@ async def test_an_external_scale_during_the_drain_is_not_overwritten(
         args = consumer_args(redis_url, "jobs", processor.url, "--concurrency=1")
         manifest = worker(namespace, "worker", args, replicas=4, grace_s=2, **_spec(4))
 
-        async def load() -> None:
-            await redis_client.lpush("jobs", *ids)
-            await eventually(lambda: _in_progress(processor, 4), 30, "4 messages held")
-
         async with controlled(
-            cluster, api, node, redis_url, manifest, ready=4, before=load
+            cluster,
+            api,
+            node,
+            redis_url,
+            manifest,
+            ready=4,
+            before=pushing(redis_client, ids, processor),
         ) as controller:
             await eventually(lambda: marked(api, namespace, 3), 30, "3 victims")
             await api.patch(scale, {"spec": {"replicas": 2}})  # kubectl scale --replicas=2
@@ -223,12 +230,14 @@ async def test_a_victim_deleted_mid_drain_does_not_stop_restoring_the_users_own_
         template = manifest["spec"]["template"]["metadata"]
         template["annotations"] = {DELETION_COST: "5"}  # the user's own ranking
 
-        async def load() -> None:
-            await redis_client.lpush("jobs", *ids)
-            await eventually(lambda: _in_progress(processor, 3), 30, "3 messages held")
-
         async with controlled(
-            cluster, api, node, redis_url, manifest, ready=3, before=load
+            cluster,
+            api,
+            node,
+            redis_url,
+            manifest,
+            ready=3,
+            before=pushing(redis_client, ids, processor),
         ) as controller:
             gone, kept = await eventually(lambda: marked(api, namespace, 2), 30, "2 victims")
             await api.delete(f"/api/v1/namespaces/{namespace}/pods/{gone}", grace_s=0)
@@ -252,10 +261,6 @@ async def test_a_victim_deleted_mid_drain_does_not_stop_restoring_the_users_own_
     assert (gone, 404) in patches, patches  # restoring the deleted victim: 404, skipped
     assert (kept, 200) in patches, patches
     assert not events_of(controller, "drain restore failed"), controller.tail()
-
-
-async def _in_progress(processor: Processor, count: int) -> bool:
-    return processor.in_progress == count
 
 
 async def _not_ready(api: Api, namespace: str, pod: str) -> bool:

@@ -11,6 +11,19 @@ chosen so that tests stay exact:
   minus the two criteria that tie in a one-node fake: co-located pods, and ready time
   (LogarithmicScaleDown buckets it by powers of two, so pods started together tie).
 - StatefulSets create missing ordinals and remove the highest ones, all at once.
+
+Where this disagrees with a real control plane — never rely on the fake there; the real
+behaviour is tested in ``tests/cluster/`` (the scenario named):
+- rollouts: a RollingUpdate keeps two ReplicaSets with pods for a while (or for good
+  while paused), and a scale-down meanwhile is split across them in proportion
+  (``test_rollout.py``); the fake's instant Recreate never shows two;
+- graceful deletion: a real pod stays listed, with a ``deletionTimestamp``, until its
+  containers exit (every drain scenario; ``tests/cluster/node.py``); here it is gone at
+  once, so no fake test ever sees a terminating pod;
+- StatefulSet OrderedReady removes one pod at a time, each once the previous is gone
+  (``test_drain_surprises.py``); here they go together;
+- readiness changing under a drain, a conditional ``/scale`` (JSON patch ``test``, 422)
+  and a 404 on a gone victim agree with the real API server (checked there too).
 """
 
 from __future__ import annotations

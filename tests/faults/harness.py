@@ -103,7 +103,8 @@ class Recorder:
 
     ``mode``: "ok", "500" (answers 500 to everything). Per message: a body with
     ``"hang": true`` never answers; ``"poison": true`` calls ``on_poison`` with the
-    consumer id (which SIGKILLs that sidecar) and never answers.
+    consumer id (which SIGKILLs that sidecar) and never answers; ``"sleep": s`` answers
+    after ``s`` seconds.
     """
 
     port: int = 0
@@ -142,6 +143,8 @@ class Recorder:
             await self._release.wait()
         if parsed.get("hang"):
             await self._release.wait()
+        if parsed.get("sleep"):
+            await asyncio.sleep(float(parsed["sleep"]))
         if self.latency_s:
             await asyncio.sleep(self.latency_s)
         if self.mode == "500":

@@ -3,7 +3,7 @@
 A YAML list (or a mapping with the key ``workloads`` holding the list); each item is one
 workload::
 
-    - name: cities                      # replica ids are cities-1, cities-2, …
+    - name: cities                      # replica ids: cities-<run id>-1, -2, … (see target)
       redis-list: jobs                  # the annotation keys, without the prefix
       messages-per-replica: 10
       max-replicas: 8

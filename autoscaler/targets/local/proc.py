@@ -13,15 +13,23 @@ restart
 stop
     SIGTERM to the leader (it forwards to its children in the order it needs), SIGKILL to
     the whole group after ``grace_period_s``, then the exit is awaited: no zombie.
+parent death
+    On Linux each leader is started with ``PR_SET_PDEATHSIG`` = SIGTERM
+    (``parent_death_signal``): if the controller dies, even by SIGKILL, the kernel stops
+    the leader as a scale-down would, and a sidecar pushes back what it holds. What that
+    misses is swept at the next start (``orphans``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import functools
 import logging
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -33,6 +41,39 @@ logger = logging.getLogger(__name__)
 RESTART_BASE_S = 0.5
 RESTART_CAP_S = 10.0
 RESTART_RESET_S = 10.0
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+@functools.cache
+def _prctl() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return prctl
+
+
+def parent_death_signal(sig: int = signal.SIGTERM) -> Callable[[], None] | None:
+    """A ``preexec_fn`` after which the kernel sends ``sig`` to the child when this
+    process dies; None where there is no ``prctl`` (not Linux).
+
+    The signal is tied to the thread that forks: start replicas from the event loop's
+    thread, which lives as long as the process. A parent that died before the child's
+    ``prctl`` would never send it: the child then signals itself.
+    """
+    prctl = _prctl()
+    if prctl is None:
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:  # runs in the child, between fork and exec: keep it minimal
+        prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
+        if os.getppid() != parent:
+            os.kill(os.getpid(), sig)
+
+    return preexec
 
 
 class ReplicaProcess:
@@ -113,6 +154,7 @@ class ReplicaProcess:
                     stdout=out,
                     stderr=asyncio.subprocess.STDOUT if out is not None else None,
                     start_new_session=True,
+                    preexec_fn=parent_death_signal(),
                 )
         except OSError as e:
             log_event(

@@ -4,9 +4,11 @@ Used by ``autoscaler run --local FILE.yaml`` (workers on plain VMs) and by ``aut
 demo``. It behaves like a Deployment's ReplicaSet, so the controller, the drain protocol
 and the reaper drive it unchanged:
 
-- ``scale(n)`` starts replicas ``<workload>-<k>`` (k never reused) from the workload's
-  command, or stops the surplus: lowest deletion cost first (the drainer gives its drained
-  victims the lowest), then not running, then newest — exactly those, never others;
+- ``scale(n)`` starts replicas ``<workload>-<run id>-<k>`` (k never reused; the run id
+  is new at every start of the controller, so no id is shared with a replica a previous
+  start left behind; without one, ``<workload>-<k>``) from the workload's command, or
+  stops the surplus: lowest deletion cost first (the drainer gives its drained victims
+  the lowest), then not running, then newest — exactly those, never others;
 - a replica whose process dies is restarted under the same id (a kubelet restarting a
   container), unless it is being removed (see ``localproc``);
 - ``record_event`` and ``write_status`` log and keep the last few in memory (the demo's
@@ -33,6 +35,7 @@ from autoscaler.annotations import ANNOTATION_PREFIX
 from autoscaler.errors import ReplicasChangedError
 from autoscaler.logs import log_event
 from autoscaler.targets.local.file import LocalWorkload, fill
+from autoscaler.targets.local.orphans import OWNER_ENV
 from autoscaler.targets.local.proc import ReplicaProcess
 from autoscaler.workload import ReplicaInfo, WorkloadEvent, WorkloadRef
 
@@ -62,8 +65,14 @@ class LocalTarget:
         log_dir: Path | None = None,
         grace_period_s: float = 30.0,
         on_scaled: Callable[[LocalTarget], None] = lambda target: None,
+        run_id: str = "",
+        owner: str = "",
     ) -> None:
+        """``run_id``: this start's part of the replica ids; ``owner``: the run key every
+        replica's environment carries (``orphans.OWNER_ENV``), for the next start's sweep."""
         self.workload = workload
+        self.run_id = run_id
+        self.owner = owner
         self._ref = WorkloadRef(namespace, workload.name)
         triggers = workload.spec.redis_triggers
         self.redis_url = (triggers[0].redis_url if triggers else None) or redis_url or ""
@@ -130,9 +139,12 @@ class LocalTarget:
     # ---- replicas -------------------------------------------------------------------
 
     def _start_one(self) -> None:
-        name = f"{self.workload.name}-{next(self._numbers)}"
+        prefix = f"{self.workload.name}-{self.run_id}-" if self.run_id else f"{self.workload.name}-"
+        name = f"{prefix}{next(self._numbers)}"
         values = {"redis_url": self.redis_url, "queue": self.workload.queue, "replica_id": name}
         env = {**os.environ, "POD_NAME": name}
+        if self.owner:
+            env[OWNER_ENV] = self.owner
         if self.redis_url:
             env["REDIS_URL"] = self.redis_url
         env.update({k: fill(v, values) for k, v in self.workload.env.items()})
@@ -212,6 +224,8 @@ class LocalInventory:
         namespace: str = NAMESPACE,
         log_dir: Path | None = None,
         grace_period_s: float = 30.0,
+        run_id: str = "",
+        owner: str = "",
     ) -> None:
         self.targets: dict[WorkloadRef, LocalTarget] = {}
         self.workloads: dict[WorkloadRef, LocalWorkload] = {}
@@ -224,6 +238,8 @@ class LocalInventory:
                 log_dir=log_dir,
                 grace_period_s=grace_period_s,
                 on_scaled=self._scaled,
+                run_id=run_id,
+                owner=owner,
             )
             self.targets[target.ref] = target
             self.workloads[target.ref] = w
@@ -255,4 +271,3 @@ class LocalInventory:
     async def aclose(self) -> None:
         self._apply = None
         await asyncio.gather(*(t.aclose() for t in self.targets.values()))
-

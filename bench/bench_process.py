@@ -1,0 +1,168 @@
+"""The real controller process at 10,000 busy workloads: start → first complete cycle,
+RSS, event-loop lag, and how soon a backlog is scaled while the start's status writes
+are still going out.
+
+A fake API server (``tests.fakekube``, paged lists and watches over real HTTP) holds N
+annotated Deployments (polling 1 s); a private redis-server holds their queues, and every
+queue's length changes every second (busy workloads). ``autoscaler run`` starts as a
+subprocess. Printed beside each figure, its floor measured in the same run: for the
+start, the same process's ``autoscaler --help`` (interpreter and import); for RSS, a bare
+Python process; for the reaction, the polling interval. Usage:
+``.venv/bin/python bench/bench_process.py [--workloads N]`` (repeat for the median).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+import redis.asyncio as aioredis
+
+sys.path.insert(0, str(Path(__file__).parent.parent))
+sys.path.insert(0, str(Path(__file__).parent))
+
+from bench_cycle import start_redis
+
+from autoscaler.annotations import ANNOTATION_PREFIX
+from tests.fakekube import FakeKubeServer
+from tests.kubeutil import workload
+
+MOVE = """for i = 0, tonumber(ARGV[1]) - 1 do
+  if redis.call('LLEN', 'q' .. i) > 2 then redis.call('RPOP', 'q' .. i)
+  else redis.call('LPUSH', 'q' .. i, 'm') end
+end"""
+AUTOSCALER = str(Path(sys.executable).parent / "autoscaler")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def sample(session: aiohttp.ClientSession, port: int, name: str) -> float | None:
+    async with session.get(f"http://127.0.0.1:{port}/metrics") as r:
+        for line in (await r.text()).splitlines():
+            if line.startswith(name + " ") or line.startswith(name + "{"):
+                return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+async def main(n: int, redis_url: str) -> None:
+    client = aioredis.Redis.from_url(redis_url)
+    for _ in range(100):
+        with contextlib.suppress(Exception):
+            await client.ping()
+            break
+        await asyncio.sleep(0.05)
+    async with client.pipeline(transaction=False) as pipe:
+        for i in range(n):
+            pipe.lpush(f"q{i}", b"m")
+        await pipe.execute()
+    fake = FakeKubeServer(history_limit=4 * n + 1000)
+    for i in range(n):
+        annotations = {
+            ANNOTATION_PREFIX + "redis-list": f"q{i}",
+            ANNOTATION_PREFIX + "messages-per-replica": "2",
+            ANNOTATION_PREFIX + "min-replicas": "1",
+            ANNOTATION_PREFIX + "polling-interval": "1",
+        }
+        fake.create(workload("Deployment", f"w{i}", annotations=annotations))
+    await fake.start()
+    tmp = Path(tempfile.mkdtemp())
+    kubeconfig = fake.write_kubeconfig(tmp / "kubeconfig")
+    port = free_port()
+
+    t = time.perf_counter()
+    helped = await asyncio.create_subprocess_exec(AUTOSCALER, "--help", stdout=subprocess.DEVNULL)
+    await helped.wait()
+    help_s = time.perf_counter() - t
+    bare = await asyncio.create_subprocess_exec(sys.executable, "-c", "import time; time.sleep(3)")
+    await asyncio.sleep(1)
+    bare_mb = rss_mb(bare.pid)
+    bare.kill()
+    await bare.wait()
+
+    log = (tmp / "controller.log").open("w")
+    started = time.perf_counter()
+    proc = await asyncio.create_subprocess_exec(
+        AUTOSCALER, "run", "--kubeconfig", str(kubeconfig), "--redis-url", redis_url,
+        "--metrics-port", str(port), "--log-format", "json", "--no-leader-elect",
+        "--log-level", "WARNING", stdout=log, stderr=log,
+    )  # fmt: skip
+    mover_stop = asyncio.Event()
+
+    async def mover() -> None:  # every queue moves every second
+        while not mover_stop.is_set():
+            await client.eval(MOVE, 0, n)  # type: ignore[misc]
+            await asyncio.sleep(1.0)
+
+    moving = asyncio.create_task(mover())
+    async with aiohttp.ClientSession() as session:
+        first = None
+        while first is None:
+            await asyncio.sleep(0.2)
+            with contextlib.suppress(aiohttp.ClientError):
+                count = await sample(session, port, "queue_autoscaler_loop_duration_seconds_count")
+                if count:
+                    first = time.perf_counter() - started
+        rss_first = rss_mb(proc.pid)
+        await asyncio.sleep(3.0)
+        await client.lpush("q0", *[b"b"] * 200)  # wants 100 replicas
+        pushed = time.perf_counter()
+        while True:
+            deployment = fake.get("deployments", "default", "w0")
+            if deployment is not None and deployment["spec"]["replicas"] >= 100:
+                break
+            await asyncio.sleep(0.05)
+        reaction = time.perf_counter() - pushed
+        patches = [r for r in fake.requests if r.method == "PATCH" and "/deployments/" in r.path]
+        lags, rss = [], []
+        for _ in range(6):
+            await asyncio.sleep(5.0)
+            lag = await sample(session, port, "queue_autoscaler_event_loop_lag_seconds")
+            lags.append(lag or 0.0)
+            rss.append(rss_mb(proc.pid))
+    mover_stop.set()
+    await moving
+    proc.terminate()
+    await proc.wait()
+    await fake.stop()
+    await client.aclose()
+    print(json.dumps({"workloads": n}))
+    print(f"start → first complete cycle   {first:6.2f} s   (floor: autoscaler --help "
+          f"{help_s:.2f} s)")
+    print(f"backlog → /scale after start   {reaction:6.2f} s   (floor: polling interval 1 s; "
+          f"{len(patches)} status/scale PATCHes had been sent by then)")
+    print(f"RSS at first cycle / steady    {rss_first:6.0f} / {max(rss):.0f} MB "
+          f"(floor: bare python {bare_mb:.0f} MB)")
+    print(f"event-loop lag, max of 10 s windows over 30 s  {1000 * max(lags):6.0f} ms "
+          f"(each: {', '.join(f'{1000 * v:.0f}' for v in lags)})")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workloads", type=int, default=10_000)
+    args = parser.parse_args()
+    server, url = start_redis()
+    try:
+        asyncio.run(main(args.workloads, url))
+    finally:
+        server.terminate()
+        server.wait()
