@@ -347,12 +347,18 @@ KEYS: tuple[Key, ...] = (
     Key("redis-sentinel-master", Kind.NAME, "redis", "redis_sentinel_master", None,
         "The master's name at the sentinels (required with `redis-sentinels`).",
         also=("stream",)),
+    Key("redis-sentinel-tls", Kind.BOOLEAN, "redis", "redis_sentinel_tls", False,
+        "TLS to the sentinels and the master they name, verified against `ca.crt` (needs "
+        "`redis-sentinels`).",
+        also=("stream",)),
     Key("redis-cluster", Kind.BOOLEAN, "redis", "redis_cluster", False,
-        "`redis-url` is a node of a Redis Cluster. Every list name needs a `{hash tag}`.",
+        "`redis-url` is a node of a Redis Cluster. Every list name needs a `{hash tag}`; "
+        "`redis-stream` is refused (not supported on a Cluster yet).",
         also=("stream",)),
     Key("redis-auth-secret", Kind.SECRET, "redis", "redis_auth_secret", None,
         "Secret in the workload's namespace with optional keys `username`, `password`, "
-        "`ca.crt`, `tls.crt`, `tls.key` (needs the RoleBinding of docs/deploy.md).",
+        "`ca.crt`, `tls.crt`, `tls.key`, `sentinel-username`, `sentinel-password` (needs the "
+        "RoleBinding of docs/deploy.md).",
         also=("stream",)),
     Key("messages-per-replica", Kind.NUMBER, "redis", "messages_per_replica", None,
         "Target messages per replica: replicas = ceil(load / target).",
@@ -502,6 +508,7 @@ _SERVER_KEYS = {
     "redis-url": "url",
     "redis-sentinels": "sentinels",
     "redis-sentinel-master": "sentinel_master",
+    "redis-sentinel-tls": "sentinel_tls",
     "redis-cluster": "cluster",
     "redis-auth-secret": "secret",
 }
@@ -514,6 +521,7 @@ def _fold_server(fields: dict[str, Any], texts: Mapping[str, str], prefix: str) 
     url: str | None = fields.pop("redis_url")
     sentinels = fields.pop("redis_sentinels")
     master = fields.pop("redis_sentinel_master")
+    sentinel_tls = fields.pop("redis_sentinel_tls")
     cluster = fields.pop("redis_cluster")
     secret = fields.pop("redis_auth_secret")
     if sentinels and url is not None:
@@ -527,12 +535,32 @@ def _fold_server(fields: dict[str, Any], texts: Mapping[str, str], prefix: str) 
             if sentinels else ("redis-sentinels", "redis-sentinel-master")
         )  # fmt: skip
         raise InvalidSpecError(prefix + missing, None, f"a value (needed by {present})")
+    if sentinel_tls and not sentinels:
+        raise InvalidSpecError(
+            prefix + "redis-sentinel-tls", texts["redis-sentinel-tls"],
+            "redis-sentinel-tls only with redis-sentinels (a redis-url says TLS by rediss://)",
+        )  # fmt: skip
     if cluster:
         _check_cluster(url, sentinels, fields.get("lists") or (), texts, prefix)
+        if "streams" in fields:  # the stream trigger's fields
+            raise InvalidSpecError(
+                prefix + "redis-stream", texts["redis-stream"], STREAMS_ON_CLUSTER
+            )
     endpoint = RedisEndpoint(
-        url=url, sentinels=sentinels or (), sentinel_master=master, cluster=cluster, secret=secret
-    )
+        url=url, sentinels=sentinels or (), sentinel_master=master, sentinel_tls=sentinel_tls,
+        cluster=cluster, secret=secret,
+    )  # fmt: skip
     fields["redis_url"] = endpoint.fold()
+
+
+# Why a stream trigger cannot name a Cluster (docs/streams.md, "What is not there"): its
+# read and the stream sidecar's scripts touch the registry and counter keys beside each
+# stream, which need not share its hash slot. Refused when parsed, not at read time.
+STREAMS_ON_CLUSTER = (
+    "no redis-stream with redis-cluster: stream triggers and stream consumers are not "
+    "supported on Redis Cluster yet; use a standalone or Sentinel-managed Redis for streams "
+    "(redis-list works on the Cluster)"
+)
 
 
 def _check_cluster(

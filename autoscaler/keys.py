@@ -31,6 +31,10 @@ quarantine
     one (``<queue>:alone:<consumer-id>`` names the digest of that suspect). A crash while
     holding a suspect alone convicts it (one delivery charged); innocent neighbours are
     never dead-lettered by a crash they did not cause.
+stream quarantine
+    ``<stream>:quarantine:<group>``: the set of a stream group's entry ids that a crashed
+    consumer held; each is claimed again *alone* (``redisqueue.streams``), by the rule of
+    the list quarantine above: one held is charged, several held are not.
 journal
     ``<queue>:journal:<consumer-id>``: per slot, the token of the last ack-and-take script
     and what it returned, so that a script retried after a lost reply returns what the
@@ -146,6 +150,10 @@ def dead_letter_key(queue: str) -> str:
 
 def quarantine_key(queue: str) -> str:
     return f"{queue}:quarantine"
+
+
+def stream_quarantine_key(stream: str, group: str) -> str:
+    return f"{stream}:quarantine:{group}"
 
 
 def alone_key(queue: str, consumer_id: str) -> str:

@@ -14,10 +14,12 @@ Credentials never come from a URL written in an annotation. They are a
   ``REDIS_USERNAME`` (ACL user), ``REDIS_PASSWORD`` or ``REDIS_PASSWORD_FILE`` (a mounted
   Secret, re-read on every new connection so a rotation is picked up), ``REDIS_CA_FILE``
   (the CA a ``rediss://`` server is verified against; without it, the system store),
-  ``REDIS_CERT_FILE``/``REDIS_KEY_FILE`` (a client certificate); or
+  ``REDIS_CERT_FILE``/``REDIS_KEY_FILE`` (a client certificate),
+  ``REDIS_SENTINEL_USERNAME`` and ``REDIS_SENTINEL_PASSWORD`` (or ``…_FILE``: for
+  sentinels that need a password; the master's credentials are not sent to them); or
 - from a Kubernetes Secret (``RedisCredentials.from_secret``; the controller, for a
   workload's ``redis-auth-secret``), with the keys ``username``, ``password``, ``ca.crt``,
-  ``tls.crt``, ``tls.key``.
+  ``tls.crt``, ``tls.key``, ``sentinel-username``, ``sentinel-password``.
 
 When present they replace any user info in the URL. TLS always verifies the server's
 certificate and name: there is no skip-verify. ``origin`` names where the credentials
@@ -55,9 +57,11 @@ from autoscaler.errors import InputError, SourceError
 from autoscaler.remote import EnvSecret, redact_url
 
 _ENV_NAMES = ("REDIS_USERNAME", "REDIS_PASSWORD", "REDIS_PASSWORD_FILE", "REDIS_CA_FILE",
-              "REDIS_CERT_FILE", "REDIS_KEY_FILE")  # fmt: skip
+              "REDIS_CERT_FILE", "REDIS_KEY_FILE", "REDIS_SENTINEL_USERNAME",
+              "REDIS_SENTINEL_PASSWORD", "REDIS_SENTINEL_PASSWORD_FILE")  # fmt: skip
 # The keys of a ``redis-auth-secret`` Secret (all optional).
-SECRET_KEYS = ("username", "password", "ca.crt", "tls.crt", "tls.key")
+SECRET_KEYS = ("username", "password", "ca.crt", "tls.crt", "tls.key", "sentinel-username",
+               "sentinel-password")  # fmt: skip
 
 
 class RedisCredentials(CredentialProvider):
@@ -77,8 +81,11 @@ class RedisCredentials(CredentialProvider):
         cert_file: str | None = None,
         key_file: str | None = None,
         origin: str = "the environment",
+        sentinel_username: str | None = None,
+        sentinel_password: EnvSecret | None = None,
     ) -> None:
         self.username, self.password = username, password
+        self.sentinel_username, self.sentinel_password = sentinel_username, sentinel_password
         self.ca_file, self.ca_data = ca_file, ca_data
         self.cert_file, self.key_file = cert_file, key_file
         self.origin = origin
@@ -101,6 +108,8 @@ class RedisCredentials(CredentialProvider):
             cert_file=env.get("REDIS_CERT_FILE") or None,
             key_file=env.get("REDIS_KEY_FILE") or None,
             origin=" ".join(_env_origin(n, env) for n in names) or "no credentials",
+            sentinel_username=env.get("REDIS_SENTINEL_USERNAME") or None,
+            sentinel_password=EnvSecret.from_env("REDIS_SENTINEL_PASSWORD", env),
         )
 
     @classmethod
@@ -120,6 +129,7 @@ class RedisCredentials(CredentialProvider):
             folder = tempfile.mkdtemp(prefix="redis-tls-")  # mode 0700
             cert_file, key_file = _write(folder, "tls.crt", text), _write(folder, "tls.key", text)
         password = text.get("password", "").removesuffix("\n") or None
+        sentinel_password = text.get("sentinel-password", "").removesuffix("\n") or None
         credentials = cls(
             text.get("username", "").strip() or None,
             EnvSecret(f"{origin} key password", password),
@@ -127,6 +137,8 @@ class RedisCredentials(CredentialProvider):
             cert_file=cert_file,
             key_file=key_file,
             origin=origin,
+            sentinel_username=text.get("sentinel-username", "").strip() or None,
+            sentinel_password=EnvSecret(f"{origin} key sentinel-password", sentinel_password),
         )
         credentials.folder = folder
         return credentials
@@ -134,6 +146,14 @@ class RedisCredentials(CredentialProvider):
     @property
     def present(self) -> bool:
         return bool(self.username) or self.password.present
+
+    def for_sentinels(self) -> RedisCredentials | None:
+        """What the sentinels are sent: their own user and password, if any (a password-less
+        sentinel refuses an AUTH, so the master's are never sent to it)."""
+        password = self.sentinel_password or EnvSecret("sentinel password", None)
+        if not (self.sentinel_username or password.present):
+            return None
+        return RedisCredentials(self.sentinel_username, password, origin=self.origin)
 
     def tls_options(self) -> dict[str, Any]:
         """redis-py's ``ssl_*`` options: always verify the server (certificate and name)."""
@@ -263,18 +283,34 @@ def _sentinel_client(
 ) -> aioredis.Redis:
     """The master of ``endpoint.sentinel_master``, found through the sentinels and found
     again after a failover (a READONLY reply or a dead connection). The sentinels are
-    asked with the same timeouts; they are assumed to need no password (as Sentinel's
-    default), the master gets the credentials."""
+    asked with the same timeouts, over TLS with ``rediss+sentinel://`` (verified against
+    the same CA as the master), with their own credentials if any; the master gets the
+    master's credentials."""
     tls = credentials.tls_options() if endpoint.sentinel_tls else {}
     sentinel_kwargs = {k: v for k, v in kwargs.items() if k.startswith("socket_")}
+    if (auth := credentials.for_sentinels()) is not None:
+        sentinel_kwargs["credential_provider"] = auth
     if endpoint.sentinel_tls:
         sentinel_kwargs.update(ssl=True, **tls)
     sentinel = Sentinel(list(endpoint.sentinels), sentinel_kwargs=sentinel_kwargs,
                         ssl=endpoint.sentinel_tls, **tls, **kwargs)  # fmt: skip
-    client: aioredis.Redis = sentinel.master_for(
-        endpoint.sentinel_master or "", max_connections=max_connections
+    client: _SentinelMaster = sentinel.master_for(
+        endpoint.sentinel_master or "", redis_class=_SentinelMaster, max_connections=max_connections
     )
+    client.sentinel_clients = list(sentinel.sentinels)
     return client
+
+
+class _SentinelMaster(aioredis.Redis):
+    """The master's client. It owns the sentinels' clients too: closing it closes their
+    connections (redis-py leaves them open)."""
+
+    sentinel_clients: list[aioredis.Redis]
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        for sentinel in getattr(self, "sentinel_clients", ()):
+            await sentinel.aclose()
 
 
 class Script:

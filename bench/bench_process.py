@@ -14,6 +14,7 @@ Python process; for the reaction, the polling interval. Usage:
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import asyncio
 import contextlib
 import json
@@ -118,6 +119,8 @@ async def main(n: int, redis_url: str) -> None:
         first = None
         while first is None:
             await asyncio.sleep(0.2)
+            if proc.returncode is not None or time.perf_counter() - started > 120:
+                sys.exit("controller did not cycle; log:\n" + (tmp / "controller.log").read_text()[-3000:])
             with contextlib.suppress(aiohttp.ClientError):
                 count = await sample(session, port, "queue_autoscaler_loop_duration_seconds_count")
                 if count:
@@ -160,6 +163,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workloads", type=int, default=10_000)
     args = parser.parse_args()
+    faulthandler.dump_traceback_later(60, exit=True)  # a hang shows where
     server, url = start_redis()
     try:
         asyncio.run(main(args.workloads, url))

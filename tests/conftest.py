@@ -11,8 +11,14 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+from hypothesis import settings
 
 from tests.servers import PrometheusServer, RedisServer, start_prometheus, start_redis
+
+# Hypothesis' per-example deadline (200 ms) measures wall time: on a shared 2-core machine
+# a parser example can take longer without being wrong. Properties are checked, not speed.
+settings.register_profile("queue-autoscaler", deadline=None)
+settings.load_profile("queue-autoscaler")
 
 
 @pytest.fixture(scope="session")

@@ -71,11 +71,11 @@ PODS = {"jobs": ["jobs-a", "jobs-b"], "slow": ["slow-a", "slow-b"], "flood": ["f
 class CostBlindTarget(MemoryTarget):
     """A ReplicaSet that ignores pod-deletion-cost: it removes the oldest pods first."""
 
-    async def scale(self, replicas: int) -> None:
+    async def scale(self, replicas: int, *, expected: int | None = None) -> None:
         if replicas < len(self.pods):
             self.pods.sort(key=lambda p: p.created_at)
             del self.pods[: len(self.pods) - replicas]
-        await super().scale(replicas)
+        await super().scale(replicas, expected=expected)
 
 
 @dataclass

@@ -74,6 +74,7 @@ T = TypeVar("T")
 
 UNIQUE_MESSAGES = 1000
 TOO_BIG = 3  # messages over --max-message-bytes: dead-lettered by the sidecar
+UP = f'up{{job=~"{CONTROLLER_JOB}|{CONSUMER_JOB}"}}'  # one sample per scrape of ours
 # Dashboard variables as a user would pick them; every panel must show data for them.
 VARIABLES = {"namespace": NAMESPACE, "workload": "jobs", "queue": "jobs"}
 
@@ -210,9 +211,7 @@ class Scenario:
         victim.stop()
         self.publish_targets()
         self.wait_sample("queue_autoscaler_reaped_messages_total", queue="slow")
-        self.wait_for_prometheus(
-            f'count(up{{job=~"{CONTROLLER_JOB}|{CONSUMER_JOB}"}} == 1) == {1 + len(self.sidecars)}'
-        )
+        self.wait_for_prometheus(f"count({UP} == 1) == {1 + len(self.sidecars)}")
         self.wait_for_prometheus('queue_autoscaler_reaped_messages_total{queue="slow"} > 0')
         before, prom_before = self.counts()
         ids = self.push_unique_load()
@@ -262,10 +261,12 @@ class Scenario:
         prom_after: dict[str, int],
         ids: set[str],
     ) -> Observation:
-        time.sleep(2.5)  # a few more scrapes, so that rate windows hold the trickle
+        self.wait_for_scrapes(3)  # so that rate windows hold the trickle
         texts = [scrape(a) for a in self.addresses()]
         at = time.time()
-        time.sleep(1.5)  # the scrapes up to ``at`` are stored before anything stops
+        # Every target scraped after ``at``: all its scrapes up to ``at`` are stored (a
+        # target's scrapes are appended in order) before anything stops.
+        self.wait_for_prometheus(f"min(timestamp({UP})) > {at:.3f}")
         exported: set[str] = set()
         values: set[str] = set()
         for text in texts:
@@ -332,6 +333,23 @@ class Scenario:
         if "queue" not in labels:
             labels["namespace"] = NAMESPACE
         self.wait(lambda: side.sample(name, **labels) > 0, f"{name}{labels} > 0")
+
+    def scrapes(self) -> dict[str, int]:
+        """Scrapes Prometheus holds per target address (each one writes one ``up`` sample)."""
+        params = {"query": f"count_over_time({UP}[1h])"}
+        result = _api(self.prometheus.url, "query", params)["result"]
+        return {r["metric"]["instance"]: int(r["value"][1]) for r in result}
+
+    def wait_for_scrapes(self, count: int) -> None:
+        """Until Prometheus holds ``count`` more scrapes of every current target."""
+        before = self.scrapes()
+        addresses = self.addresses()
+
+        def done() -> bool:
+            now = self.scrapes()
+            return all(now.get(a, 0) >= before.get(a, 0) + count for a in addresses)
+
+        self.wait(done, f"{count} more scrapes of {addresses}")
 
     def wait_for_prometheus(self, expr: str) -> None:
         def check() -> bool:

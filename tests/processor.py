@@ -6,7 +6,7 @@ with the next scripted step (``respond(500, "hang", 200)``) if any, else the def
 behaviour: ``status`` after ``latency_s`` (a number, or a (low, high) range drawn per
 request), with ``fail_ratio`` of requests answered 500. ``"hang"`` waits until
 ``release()`` or ``stop()``. Bodies answered 2xx to a client still connected are
-``accepted``; every request is in ``received`` with its headers.
+``accepted``; every request is in ``received`` with its headers and arrival time.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import random
 import signal
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -29,6 +30,7 @@ Step = int | str  # an HTTP status, or "hang"
 class Received:
     body: bytes
     headers: dict[str, str]
+    at: float = field(default_factory=time.monotonic)  # arrival; the clock rate limits use
 
 
 @dataclass

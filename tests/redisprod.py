@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -164,6 +165,64 @@ def start_sentinels(folder: Path, name: str = "mymaster") -> SentinelSet:
     try:
         wait_until(known, 30, "the sentinels to find each other and the replica", step_s=0.2)
     except TimeoutError:
+        group.stop()
+        raise
+    return group
+
+
+SENTINEL_PASSWORD = "sentinel-s3cret-for-tests"
+
+
+def _tls_config(pki: Pki) -> str:
+    """TLS only (``port 0``), for clients and for replication and sentinel links."""
+    return (
+        f"port 0\ntls-cert-file {pki.cert}\ntls-key-file {pki.key}\n"
+        f"tls-ca-cert-file {pki.ca}\ntls-auth-clients no\ntls-replication yes\n"
+    )
+
+
+def tls_admin(
+    port: int, pki: Pki, password: str = PASSWORD, user: str | None = USER
+) -> redis.Redis:
+    return redis.Redis(host="127.0.0.1", port=port, ssl=True, ssl_ca_certs=str(pki.ca),
+                       username=user, password=password)  # fmt: skip
+
+
+def start_tls_sentinels(folder: Path, pki: Pki, name: str = "mymaster") -> SentinelSet:
+    """``start_sentinels`` over TLS only: a master and a replica with the ACL user, three
+    sentinels that need ``SENTINEL_PASSWORD`` and reach the master as the ACL user."""
+    tls = _tls_config(pki)
+    master_port = free_port()
+    master = spawn(folder, f"{tls}tls-port {master_port}\n{acl_config()}", port=master_port)
+    replica_port = free_port()
+    replica = spawn(
+        folder,
+        f"{tls}tls-port {replica_port}\n{acl_config()}replicaof 127.0.0.1 {master.port}\n"
+        f"masteruser {USER}\nmasterauth {PASSWORD}\n",
+        port=replica_port,
+    )
+    group = SentinelSet(master, replica, [], name)
+    try:
+        wait_until(lambda: tls_admin(master.port, pki).info("replication")["connected_slaves"]
+                   == 1, 20, "the replica to attach over TLS")  # fmt: skip
+        for _ in range(3):
+            port = free_port()
+            config = (f"{tls}tls-port {port}\nrequirepass {SENTINEL_PASSWORD}\n"
+                      f"sentinel sentinel-pass {SENTINEL_PASSWORD}\n"
+                      f"{_sentinel_config(name, master.port)}"
+                      f"sentinel auth-user {name} {USER}\n"
+                      f"sentinel auth-pass {name} {PASSWORD}\n")  # fmt: skip
+            group.sentinels.append(spawn(folder, config, sentinel=True, port=port))
+
+        def known() -> bool:
+            sentinel = tls_admin(group.sentinels[0].port, pki, SENTINEL_PASSWORD, None)
+            info: dict[str, Any] = sentinel.sentinel_master(name)  # type: ignore[assignment]
+            return (
+                int(info.get("num-other-sentinels", 0)) == 2 and int(info.get("num-slaves", 0)) == 1
+            )
+
+        wait_until(known, 30, "the TLS sentinels to find each other and the replica", step_s=0.2)
+    except BaseException:
         group.stop()
         raise
     return group

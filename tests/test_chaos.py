@@ -48,7 +48,9 @@ async def killer(k: Kubelet, rng: random.Random, kills: list[str]) -> None:
             kills.append(pod)
 
 
-@pytest.mark.timeout(300)  # beyond the deadlines inside, so a slow run fails with their logs
+# How long it may take is bounded by the deadlines inside (and this timeout beyond them, so
+# that a slow run fails with their logs), not asserted: the run's seconds are reported only.
+@pytest.mark.timeout(300)
 async def test_sigkilled_consumers_lose_nothing(
     fake_kube: FakeKubeServer, redis_url: str, redis_client: aioredis.Redis, tmp_path: Path
 ) -> None:
@@ -76,6 +78,7 @@ async def test_sigkilled_consumers_lose_nothing(
             "--request-timeout",
             "5",
         )
+        assert fake_kube.kubeconfig is not None
         proc = await controller(tmp_path, fake_kube.kubeconfig, redis_url)
         try:
             async with k.running(redis_client):
@@ -112,4 +115,3 @@ async def test_sigkilled_consumers_lose_nothing(
         print(hung)
     assert not lost
     assert len(kills) >= 5 and k.restarts >= 1
-    assert time.monotonic() - started < 120

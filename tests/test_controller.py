@@ -95,16 +95,20 @@ class Harness:
         """The controller's cycle count when ``ref`` was last scaled."""
         return self.scaled_at[ref]
 
-    @contextlib.asynccontextmanager
-    async def running(self) -> AsyncIterator[None]:
-        """The controller's loop for the block; then it is stopped and the pool closed."""
-        task = asyncio.create_task(self.controller.run(), name="controller")
-        try:
-            yield
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            await self.pool.aclose()
+    def running(self) -> contextlib.AbstractAsyncContextManager[None]:
+        return running(self.controller, self.pool)
+
+
+@contextlib.asynccontextmanager
+async def running(controller: Controller, pool: SourcePool) -> AsyncIterator[None]:
+    """The controller's loop for the block; then it is stopped and the pool closed."""
+    task = asyncio.create_task(controller.run(), name="controller")
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await pool.aclose()
 
 
 @pytest.fixture

@@ -24,6 +24,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.cluster.audit import granted  # (group, resource, verb) a Role grants
+
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 BUILDS = {  # what `kubectl kustomize` renders, by name
@@ -102,16 +104,6 @@ def find(build: str, kind: str, name: str | None = None) -> dict[str, Any]:
         o for o in render(build) if o["kind"] == kind and name in (None, o["metadata"]["name"])
     ]
     return obj
-
-
-def permissions(role: dict[str, Any]) -> set[tuple[str, str, str]]:
-    return {
-        (g, r, v)
-        for rule in role["rules"]
-        for g in rule.get("apiGroups", [])
-        for r in rule.get("resources", [])
-        for v in rule.get("verbs", [])
-    }
 
 
 def controller_rbac(build: str = "base") -> tuple[dict[str, Any], dict[str, Any]]:
@@ -207,8 +199,8 @@ def test_pod_monitors_are_well_formed() -> None:
 @pytest.mark.parametrize("build", ["base", "namespaced"])
 def test_roles_grant_exactly_the_controller_api_usage(build: str) -> None:
     workloads, leases = controller_rbac(build)
-    assert permissions(workloads) == CONTROLLER_PERMISSIONS
-    assert permissions(leases) == LEASE_PERMISSIONS
+    assert granted(workloads) == CONTROLLER_PERMISSIONS
+    assert granted(leases) == LEASE_PERMISSIONS
     assert leases["metadata"]["namespace"] == CONTROLLER_NS
     for role in (workloads, leases):
         for rule in role["rules"]:
@@ -385,16 +377,18 @@ def test_example_redis_runs_as_non_root() -> None:
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
 
 
-def test_rendered_example_passes_autoscaler_check(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    import io
-
-    from autoscaler.cli import main
-
-    monkeypatch.setattr("sys.stdin", io.StringIO(yaml.safe_dump_all(render("examples"))))
-    assert main(["check", "-"]) == 0
-    assert "Deployment queue-autoscaler-example/worker: ok" in capsys.readouterr().out
+def test_rendered_example_passes_autoscaler_check() -> None:
+    """The real command, reading the rendered manifests on stdin (``autoscaler check -``)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "autoscaler", "check", "-"],
+        input=yaml.safe_dump_all(render("examples")),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Deployment queue-autoscaler-example/worker: ok" in done.stdout
 
 
 def _listen() -> socket.socket:

@@ -17,6 +17,7 @@ from kubernetes.aio.client.exceptions import ApiException
 
 from tests.fakekube import FakeKubeServer, deletion_cost, rbac_allows, request_info
 from tests.fakekube import fixtures as _fixtures
+from tests.fakekube.patch import strategic_merge_patch
 
 fake_kube = _fixtures.fake_kube  # the fixture, under its name in this module
 
@@ -157,6 +158,27 @@ async def test_statefulset_removes_highest_ordinal(fake_kube: Kube,
     assert fake_kube.pod_names(NS, "app=db") == ["db-0"]
     scale = await apps.read_namespaced_stateful_set_scale("db", NS)
     assert (scale.spec.replicas, scale.status.replicas, scale.status.selector) == (1, 1, "app=db")
+
+
+async def test_statefulset_ordered_ready_removes_one_at_a_time_and_waits_for_health(
+        fake_kube: Kube, api: client.ApiClient) -> None:
+    apps = loose(client.AppsV1Api(api))
+    sts = deployment("db", replicas=4)
+    sts["kind"] = "StatefulSet"
+    sts["spec"]["serviceName"] = "db"
+    await apps.create_namespaced_stateful_set(NS, sts)
+    fake_kube.set_pod_ready(NS, "db-0", False)
+    await apps.patch_namespaced_stateful_set_scale("db", NS, {"spec": {"replicas": 1}})
+    assert fake_kube.pod_names(NS, "app=db") == ["db-0", "db-1", "db-2", "db-3"]  # stalled
+    deleted: list[str] = []
+    fake_kube.store.listeners.append(
+        lambda e: deleted.append(e.obj["metadata"]["name"]) if e.type == "DELETED" else None)
+    fake_kube.set_pod_ready(NS, "db-0", True)  # healthy again: the removals resume
+    assert deleted == ["db-3", "db-2", "db-1"]  # one at a time, highest ordinal first
+    assert fake_kube.pod_names(NS, "app=db") == ["db-0"]
+    fake_kube.set_pod_ready(NS, "db-0", False)
+    await apps.patch_namespaced_stateful_set_scale("db", NS, {"spec": {"replicas": 3}})
+    assert fake_kube.pod_names(NS, "app=db") == ["db-0"]  # no new ordinal past an unready one
 
 
 async def test_generation_gc_and_replacement_pods(fake_kube: Kube, api: client.ApiClient) -> None:
@@ -342,9 +364,18 @@ async def test_stale_put_conflicts_and_patch_flavours(fake_kube: Kube,
         await apps.patch_namespaced_deployment("web", NS, [
             {"op": "test", "path": "/spec/replicas", "value": 9}])
     assert failed_test.value.status == 422
-    smp = await apps.patch_namespaced_deployment("web", NS, {"spec": {"template": {"spec": {
-        "containers": [{"name": "sidecar", "image": "consumer"}]}}}})
-    assert [c.name for c in smp.spec.template.spec.containers] == ["w", "sidecar"]
+    before = fake_kube.pod_names(NS)
+    with pytest.raises(ApiException) as rollout:  # a template change would start a rollout
+        await apps.patch_namespaced_deployment("web", NS, {"spec": {"template": {"spec": {
+            "containers": [{"name": "sidecar", "image": "consumer"}]}}}})
+    assert rollout.value.status == 422
+    assert "rollouts are not modelled by the fake; use tests/cluster" in (
+        status_of(rollout.value)["message"])
+    assert fake_kube.pod_names(NS) == before  # nothing replaced
+    containers = strategic_merge_patch(  # containers merge by name (a pod-spec merge key)
+        {"containers": [{"name": "w", "image": "busybox"}]},
+        {"containers": [{"name": "sidecar", "image": "consumer"}]})
+    assert [c["name"] for c in containers["containers"]] == ["w", "sidecar"]
     with pytest.raises(ApiException) as missing:
         await apps.read_namespaced_deployment("nope", NS)
     assert missing.value.status == 404

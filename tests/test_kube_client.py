@@ -30,13 +30,11 @@ async def _read_scale(kube: KubeClient, name: str = "web") -> Obj:
     return await kube.call(kube.apps.read_namespaced_deployment_scale, name, "default")
 
 
-async def test_connect_from_kubeconfig_env(
-    fake_kube: FakeKubeServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_connect_from_kubeconfig_env(fake_kube: FakeKubeServer) -> None:
     fake_kube.create(workload("Deployment", "web", replicas=2))
     assert fake_kube.kubeconfig is not None
-    monkeypatch.setenv("KUBECONFIG", str(fake_kube.kubeconfig))
-    async with await KubeClient.connect() as client:
+    environ = {"KUBECONFIG": str(fake_kube.kubeconfig)}
+    async with await KubeClient.connect(environ=environ) as client:
         scale = await _read_scale(client)
     assert scale["kind"] == "Scale"
     assert scale["spec"]["replicas"] == 2

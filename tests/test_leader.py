@@ -65,6 +65,25 @@ def lease_writes(fake_kube: FakeKubeServer) -> int:
     return len(requests_of(fake_kube, "patch", "/leases/"))
 
 
+@contextlib.asynccontextmanager
+async def leading(elector: LeaderElector, **run: bool) -> AsyncIterator[asyncio.Task[None]]:
+    """``elector.run(**run)`` as a task, once it leads; stopped after the block."""
+    task = asyncio.create_task(elector.run(**run))
+    try:
+        await wait_for(elector.is_leader.is_set, what=f"{elector.identity} leads")
+        yield task
+    finally:
+        await stop(task)
+
+
+async def seconds_until(predicate: Callable[[], object], what: str) -> float:
+    """Loop time (fake, so exact) from now until ``predicate`` holds."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await wait_for(predicate, timeout_s=5.0, what=what)
+    return loop.time() - started
+
+
 def leaders(*electors: LeaderElector) -> list[LeaderElector]:
     return [e for e in electors if e.is_leader.is_set()]
 
@@ -107,22 +126,17 @@ async def test_two_electors_exactly_one_leader(
 async def test_clean_stop_releases_and_standby_leads_within_retry_period(
     fake_kube: FakeKubeServer, clients: tuple[KubeClient, KubeClient]
 ) -> None:
-    loop = asyncio.get_running_loop()
     a = LeaderElector(clients[0], SHORT, identity="a")
     b = LeaderElector(clients[1], SHORT, identity="b")
-    async with never_two_leaders(a, b):
-        task_a = asyncio.create_task(a.run())
-        await wait_for(a.is_leader.is_set, what="a leads")
+    async with never_two_leaders(a, b), leading(a) as task_a:
         reads = len(requests_of(fake_kube, "get", "/leases/"))  # a renews without reading
         task_b = asyncio.create_task(b.run())
         await wait_for(lambda: len(requests_of(fake_kube, "get", "/leases/")) > reads,
                        what="b to find the Lease held")  # fmt: skip
         assert not b.is_leader.is_set()  # a standby now, waiting for its next retry
         await stop(task_a)  # clean shutdown: release
-        released = loop.time()
         assert lease(fake_kube)["holderIdentity"] == ""
-        await wait_for(b.is_leader.is_set, timeout_s=2.0, what="b leads")
-        took = loop.time() - released
+        took = await seconds_until(b.is_leader.is_set, "b leads")
         await stop(task_b)
     # At b's next retry (0.2 s plus up to 20% jitter), not after a lease duration.
     assert took <= JITTERED_RETRY_S + POLL_S
@@ -133,22 +147,17 @@ async def test_clean_stop_releases_and_standby_leads_within_retry_period(
 async def test_crashed_leader_is_replaced_within_lease_duration(
     fake_kube: FakeKubeServer, clients: tuple[KubeClient, KubeClient]
 ) -> None:
-    loop = asyncio.get_running_loop()
     a = LeaderElector(clients[0], SHORT, identity="a")
     b = LeaderElector(clients[1], SHORT, identity="b")
-    async with never_two_leaders(a, b):
-        task_a = asyncio.create_task(a.run(release_on_exit=False))
-        await wait_for(a.is_leader.is_set, what="a leads")
+    async with never_two_leaders(a, b), leading(a, release_on_exit=False) as task_a:
         task_b = asyncio.create_task(b.run())
         # b must have seen a renew at least once before the crash.
         renewed = lease(fake_kube)["renewTime"]
         await wait_for(lambda: lease(fake_kube)["renewTime"] != renewed, what="a renews")
         await stop(task_a)  # a crash: no release
-        crashed = loop.time()
         assert lease(fake_kube)["holderIdentity"] == "a"
         assert not b.is_leader.is_set()
-        await wait_for(b.is_leader.is_set, timeout_s=5.0, what="b takes over")
-        took = loop.time() - crashed
+        took = await seconds_until(b.is_leader.is_set, "b takes over")
         assert lease(fake_kube)["holderIdentity"] == "b"
         await stop(task_b)
     # b waits a whole lease duration from when it first saw a's last renewal: that renewal
@@ -162,44 +171,31 @@ async def test_crashed_leader_is_replaced_within_lease_duration(
 async def test_leader_that_cannot_renew_steps_down(
     fake_kube: FakeKubeServer, clients: tuple[KubeClient, KubeClient]
 ) -> None:
-    loop = asyncio.get_running_loop()
     a = LeaderElector(clients[0], SHORT, identity="a")
-    task = asyncio.create_task(a.run())
-    try:
-        await wait_for(a.is_leader.is_set, what="a leads")
+    async with leading(a):
         # The API server fails every lease write for longer than the renew deadline.
         fake_kube.inject_faults(500, 10_000, path_contains="/leases/")
-        failing = loop.time()
-        await wait_for(lambda: not a.is_leader.is_set(), timeout_s=3.0, what="a steps down")
-        took = loop.time() - failing
+        took = await seconds_until(lambda: not a.is_leader.is_set(), "a steps down")
         # The deadline runs from the last renewal that went through: at most one retry
         # period before the faults began.
         assert SHORT.renew_deadline_s - SHORT.retry_period_s - POLL_S <= took
         assert took <= SHORT.renew_deadline_s + POLL_S
         fake_kube.clear_faults()
-        await wait_for(a.is_leader.is_set, timeout_s=5.0, what="a leads again")
-    finally:
-        await stop(task)
+        await wait_for(a.is_leader.is_set, what="a leads again")
 
 
 @pytest.mark.looptime
 async def test_someone_else_taking_the_lease_ends_leadership_at_once(
     fake_kube: FakeKubeServer, clients: tuple[KubeClient, KubeClient]
 ) -> None:
-    loop = asyncio.get_running_loop()
     a = LeaderElector(clients[0], SHORT, identity="a")
-    task = asyncio.create_task(a.run())
-    try:
-        await wait_for(a.is_leader.is_set, what="a leads")
+    async with leading(a):
         fake_kube.patch(
             "leases", "default", SHORT.lease_name, {"spec": {"holderIdentity": "intruder"}}
         )
-        taken = loop.time()
-        await wait_for(lambda: not a.is_leader.is_set(), timeout_s=1.0, what="a steps down")
-        # At a's next renewal, not at the renew deadline.
-        assert loop.time() - taken <= SHORT.retry_period_s + POLL_S
-    finally:
-        await stop(task)
+        took = await seconds_until(lambda: not a.is_leader.is_set(), "a steps down")
+    # At a's next renewal, not at the renew deadline.
+    assert took <= SHORT.retry_period_s + POLL_S
     assert lease(fake_kube)["holderIdentity"] == "intruder"  # not released: not ours
 
 

@@ -4,13 +4,12 @@ and Redis memory pressure on a real redis-server with a small ``maxmemory``."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime as dt
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -38,7 +37,7 @@ from tests.kubeutil import metrics as metrics
 from tests.kubeutil import requests_of, workload
 from tests.memtarget import MemoryTarget
 from tests.servers import PrometheusServer, RedisServer
-from tests.test_controller import wait_for
+from tests.test_controller import running, wait_for
 
 MONDAY_0800 = dt.datetime(2026, 12, 7, 8, 0, tzinfo=dt.UTC).timestamp()
 TWO_SERIES = (
@@ -95,15 +94,8 @@ class Loop:
     def sample(self, name: str, labels: Mapping[str, str]) -> float | None:
         return self.registry.get_sample_value(name, dict(labels))
 
-    @contextlib.asynccontextmanager
-    async def running(self) -> AsyncIterator[None]:
-        task = asyncio.create_task(self.controller.run(), name="controller")
-        try:
-            yield
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            await self.pool.aclose()
+    def running(self) -> contextlib.AbstractAsyncContextManager[None]:
+        return running(self.controller, self.pool)
 
 
 def conditions(target: MemoryTarget) -> dict[str, dict[str, Any]]:

@@ -17,10 +17,12 @@ from pathlib import Path
 
 import pytest
 import redis
+import yaml
 from prometheus_client import CollectorRegistry
 from redis.asyncio.cluster import RedisCluster
 
-from autoscaler.annotations import ANNOTATION_PREFIX, parse_spec
+from autoscaler.annotations import ANNOTATION_PREFIX, ENABLED_LABEL, parse_spec
+from autoscaler.cli import main
 from autoscaler.controller import Controller
 from autoscaler.errors import InvalidSpecError
 from autoscaler.keys import consumer_key, consumers_key, lease_key, processing_key
@@ -140,6 +142,37 @@ def test_a_database_index_is_refused_not_ignored() -> None:
         parse_spec(_spec("{jobs}", "redis://127.0.0.1:7000/3"))
 
 
+STREAM_ON_CLUSTER = {
+    ANNOTATION_PREFIX + "redis-stream": "{events}",
+    ANNOTATION_PREFIX + "redis-consumer-group": "workers",
+    ANNOTATION_PREFIX + "redis-url": "redis://127.0.0.1:7000",
+    ANNOTATION_PREFIX + "redis-cluster": "true",
+    ANNOTATION_PREFIX + "messages-per-replica": "10",
+}
+
+
+def test_a_stream_trigger_on_a_cluster_is_refused_when_parsed() -> None:
+    with pytest.raises(InvalidSpecError) as caught:
+        parse_spec(STREAM_ON_CLUSTER)
+    assert caught.value.key == ANNOTATION_PREFIX + "redis-stream"
+    assert "not supported on Redis Cluster" in str(caught.value)
+
+
+def test_check_refuses_a_stream_trigger_on_a_cluster(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifest = {"apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "w", "namespace": "apps", "annotations": STREAM_ON_CLUSTER,
+                             "labels": {ENABLED_LABEL: "true"}},
+                "spec": {"template": {"metadata": {}}}}  # fmt: skip
+    path = tmp_path / "w.yaml"
+    path.write_text(yaml.safe_dump(manifest))
+    assert main(["check", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert (f"error: annotation {ANNOTATION_PREFIX}redis-stream: '{{events}}': expected no "
+            "redis-stream with redis-cluster") in out and "Traceback" not in out  # fmt: skip
+
+
 def _consume(cluster: ClusterSet, queue: str, forward: str, log: Path,
              *flags: str) -> subprocess.Popen[bytes]:  # fmt: skip
     args = [sys.executable, "-m", "autoscaler", "consume", "--queue", queue, "--forward",
@@ -181,3 +214,14 @@ def test_the_sidecar_refuses_a_queue_without_hash_tag(cluster: ClusterSet, tmp_p
     assert proc.wait(30) == 2
     text = (tmp_path / "s.log").read_text()
     assert "--queue: 'jobs' has no {hash tag}" in text and "Traceback" not in text
+
+
+def test_the_sidecar_refuses_a_stream_on_the_cluster(cluster: ClusterSet, tmp_path: Path) -> None:
+    log = tmp_path / "s.log"
+    args = [sys.executable, "-m", "autoscaler", "consume", "--stream", "{events}", "--group",
+            "workers", "--forward", "http://127.0.0.1:9/process", "--redis-url", cluster.url,
+            "--cluster", "--id", "pod-1"]  # fmt: skip
+    with log.open("wb") as out:
+        code = subprocess.run(args, stdout=out, stderr=subprocess.STDOUT, timeout=60).returncode
+    text = log.read_text()
+    assert code == 2 and "--cluster: not with --stream" in text and "Traceback" not in text

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -141,12 +140,14 @@ def scalar(value: str) -> web.Response:
 
 
 async def test_bearer_token_from_a_rotated_file(
-    fake: Callable[[Handler], Awaitable[str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    fake: Callable[[Handler], Awaitable[str]], tmp_path: Path
 ) -> None:
     token = tmp_path / "token"
     token.write_text("t1\n")
-    monkeypatch.setenv("PROMETHEUS_BEARER_TOKEN_FILE", str(token))
-    monkeypatch.setenv("PROMETHEUS_USERNAME", "ignored-when-a-token-is-set")
+    environ = {
+        "PROMETHEUS_BEARER_TOKEN_FILE": str(token),
+        "PROMETHEUS_USERNAME": "ignored-when-a-token-is-set",
+    }
     seen: list[str] = []
 
     async def handler(request: web.Request) -> web.Response:
@@ -155,7 +156,7 @@ async def test_bearer_token_from_a_rotated_file(
             return web.Response(status=401, text="unauthorized " + "x" * 1000)
         return scalar("4")
 
-    src = PrometheusSource(await fake(handler))
+    src = PrometheusSource(await fake(handler), auth=PrometheusAuth.from_env(environ))
     try:
         assert (await src.read([q("up")]))[0].value == 4
         token.write_text("t2")
@@ -169,17 +170,14 @@ async def test_bearer_token_from_a_rotated_file(
     assert "more chars" in refused.error and len(refused.error) < 400  # body truncated
 
 
-async def test_basic_auth_from_the_environment(
-    fake: Callable[[Handler], Awaitable[str]], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("PROMETHEUS_USERNAME", "alice")
-    monkeypatch.setenv("PROMETHEUS_PASSWORD", "pw")
+async def test_basic_auth_from_the_environment(fake: Callable[[Handler], Awaitable[str]]) -> None:
+    environ = {"PROMETHEUS_USERNAME": "alice", "PROMETHEUS_PASSWORD": "pw"}
 
     async def handler(request: web.Request) -> web.Response:
         ok = request.headers.get("Authorization") == "Basic YWxpY2U6cHc="
         return scalar("1") if ok else web.Response(status=401)
 
-    src = PrometheusSource(await fake(handler))
+    src = PrometheusSource(await fake(handler), auth=PrometheusAuth.from_env(environ))
     try:
         assert (await src.read([q("up")]))[0].value == 1
     finally:
@@ -187,6 +185,7 @@ async def test_basic_auth_from_the_environment(
     assert PrometheusAuth.from_env({}) is None
 
 
+@pytest.mark.looptime  # the source's client and the fake server share the loop's fake clock
 async def test_timeout_and_bounded_concurrency(fake: Callable[[Handler], Awaitable[str]]) -> None:
     running, peak, requests = 0, 0, 0
 
@@ -206,9 +205,10 @@ async def test_timeout_and_bounded_concurrency(fake: Callable[[Handler], Awaitab
         readings = await src.read([q(f"q{i % 12}") for i in range(24)])
         assert [r.value for r in readings] == [2] * 24
         assert requests == 12 and peak == 3  # one request per distinct query, 3 at a time
-        started = time.monotonic()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         (slow,) = await src.read([q("slow")])
-        assert time.monotonic() - started < 1.5
+        assert round(loop.time() - started, 6) == 0.3  # the timeout, not the 5 s answer
         assert slow.error is not None and "timed out after 0.3 s" in slow.error
     finally:
         await src.aclose()

@@ -14,6 +14,7 @@ import os
 import secrets
 import socket
 import urllib.parse
+from collections.abc import Mapping
 from typing import Any
 
 from autoscaler import argtypes, keys, logs
@@ -60,6 +61,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--sentinel-master", type=argtypes.nonempty, default=None,
                         metavar="NAME", help="the master's name at the sentinels")  # fmt: skip
     parser.add_argument(
+        "--sentinel-tls", action="store_true",
+        help="TLS to the sentinels and the master, verified against $REDIS_CA_FILE (else the "
+        "system store); sentinels that need a password get $REDIS_SENTINEL_USERNAME / "
+        "$REDIS_SENTINEL_PASSWORD(_FILE)",
+    )  # fmt: skip
+    parser.add_argument(
         "--cluster", action="store_true",
         help="--redis-url is a node of a Redis Cluster: the queue (and --dead-letter) need "
         "a {hash tag} so that all their keys share one slot",
@@ -75,9 +82,11 @@ def _flags() -> list[tuple[str, dict[str, Any]]]:
                      "missing); required with --stream"}),
         ("--claim-min-idle", {"type": argtypes.positive_float, "default": 15.0,
                               "help": "with --stream: seconds an entry must sit untouched in "
-                              "another consumer's pending list before this one claims it "
-                              "(XAUTOCLAIM); held entries are touched every heartbeat, so "
-                              "a few heartbeats is enough (default 15)"}),
+                              "the pending list of a consumer that is gone before it is "
+                              "claimed (a crashed consumer's entries are judged together "
+                              "and re-delivered alone: docs/streams.md); held entries are "
+                              "touched every heartbeat, so a few heartbeats is enough "
+                              "(default 15)"}),
         ("--forward", {"required": True, "type": argtypes.http_url, "metavar": "URL",
                        "help": "the local processor, e.g. http://127.0.0.1:8080/process"}),
         ("--concurrency", {"type": argtypes.positive_int, "default": 1,
@@ -155,12 +164,20 @@ def server_of(args: argparse.Namespace, settings: ConsumerSettings) -> str:
     queue or dead-letter key that would not share one Cluster slot."""
     if (args.sentinels is None) != (args.sentinel_master is None):
         raise InputError("--sentinels and --sentinel-master go together")
+    if args.sentinel_tls and args.sentinels is None:
+        raise InputError("--sentinel-tls: only with --sentinels (--redis-url says TLS by "
+                         "rediss://)")  # fmt: skip
     if args.sentinels is not None:
         if args.cluster:
             raise InputError("--cluster: not with --sentinels (a Cluster has no sentinels)")
-        endpoint = RedisEndpoint(sentinels=args.sentinels, sentinel_master=args.sentinel_master)
+        endpoint = RedisEndpoint(sentinels=args.sentinels, sentinel_master=args.sentinel_master,
+                                 sentinel_tls=args.sentinel_tls)  # fmt: skip
         return endpoint.fold() or ""
     if args.cluster:
+        if args.stream is not None:
+            raise InputError("--cluster: not with --stream (stream consumers are not supported "
+                             "on Redis Cluster yet: their scripts touch keys in other slots; "
+                             "use a standalone or Sentinel-managed Redis for streams)")  # fmt: skip
         db = urllib.parse.urlsplit(args.redis_url).path.strip("/")
         if db not in ("", "0"):
             raise InputError(f"--redis-url: Redis Cluster has only database 0, not {db[:20]!r}")
@@ -193,8 +210,11 @@ def _source(args: argparse.Namespace) -> str:
     return str(args.queue or args.stream)
 
 
-def settings_from_args(args: argparse.Namespace) -> ConsumerSettings:
-    pod = os.environ.get("POD_NAME", "")
+def settings_from_args(
+    args: argparse.Namespace, environ: Mapping[str, str] = os.environ
+) -> ConsumerSettings:
+    """The sidecar's settings; ``environ`` supplies ``POD_NAME`` (the Downward API)."""
+    pod = environ.get("POD_NAME", "")
     consumer_id = args.id or pod or f"{socket.gethostname()}-{secrets.token_hex(3)}"
     if not keys.valid_consumer_id(consumer_id):
         raise InputError(f"--id: {consumer_id[:80]!r} (from $POD_NAME or the hostname) is not "

@@ -5,11 +5,13 @@ the registry, the drain (stop taking, finish, hand back, ``drained``) and the co
 with the list backend's Redis steps replaced by the stream's (``redisqueue.streams``):
 
 take
-    Every ``claim_interval_s`` (and while it finds some) a slot first claims an entry idle
-    for ``--claim-min-idle`` (``XAUTOCLAIM``: a crashed consumer's), else reads a new one
-    (``XREADGROUP … >``, blocking up to the take timeout). A claimed entry already
-    delivered more than ``--max-deliveries`` times is dead-lettered unsent (the poison
-    rule: it kept killing its consumers).
+    Every ``claim_interval_s`` (and while it finds some) a slot first claims (a
+    handed-back entry, or a crashed consumer's, by the poison rule of
+    ``redisqueue.streams``: a quarantined suspect is processed alone, the other slots
+    taking nothing meanwhile), else reads a new one (``XREADGROUP … >``, blocking up to the
+    take timeout) unless the quarantine waits for this consumer to hold nothing. A claimed
+    entry already delivered more than ``--max-deliveries`` times is dead-lettered unsent
+    (it kept killing its consumers).
 deliver
     As for lists (``handler``): 2xx → ``XACK``; a 4xx verdict → dead letter now; an
     answered failure → counted in the PEL and retried in place; a processor outage (the
@@ -17,8 +19,8 @@ deliver
 held
     The PEL is the truth. The slots' entries are touched every heartbeat (their idle time
     reset), so only a vanished consumer's entries become claimable. The drain hands every
-    entry this consumer still owns back uncharged; a start hands back a previous
-    incarnation's (same consumer id), charged.
+    entry this consumer still owns back uncharged; a start judges a previous
+    incarnation's (same consumer id) by the poison rule.
 
 The consumer registers under the stream's name, so the controller's drain finds it as it
 finds list consumers.
@@ -44,7 +46,7 @@ from autoscaler.consumer.slots import Slots
 from autoscaler.consumer.worker import PUSH_BACK_ATTEMPTS, Worker, make_throttler
 from autoscaler.errors import QueueError
 from autoscaler.redisqueue import streams
-from autoscaler.redisqueue.streams import Entry, Settled, StreamKeys
+from autoscaler.redisqueue.streams import Claimed, Entry, Settled, StreamKeys
 
 logger = logging.getLogger(__name__)
 
@@ -151,8 +153,17 @@ class StreamSlots(Slots):
     def bind(self, k: StreamKeys, options: StreamOptions, handler: StreamHandler) -> None:
         self._k, self._options, self._stream = k, options, handler
         self.held: dict[str, Entry] = {}  # entry id → what a slot holds now
-        self._cursor = "0-0"
+        self._cursor = "-"
         self._claim_due_at = 0.0
+        # The poison rule (``redisqueue.streams``): a quarantined entry is processed with
+        # nothing else held. ``alone`` names it; ``free`` is set while there is none. The
+        # lock orders claims and the check after a read: an entry read while a claim made
+        # us hold one alone is handed back, uncharged.
+        self.alone: str | None = None
+        self._free = asyncio.Event()
+        self._free.set()
+        self._claim_lock = asyncio.Lock()
+        self._hold_reads = False  # the last claim said the quarantine waits for us
 
     async def _run(self, slot: int) -> None:
         while not self._stopping.is_set():
@@ -174,15 +185,24 @@ class StreamSlots(Slots):
                 self._metrics.in_flight.set(self.in_flight)
                 self.held.pop(entry.entry_id, None)
                 self._ledger.left(entry.entry_id.encode())
+                self._release(entry.entry_id)
+
+    def _release(self, entry_id: str) -> None:
+        if self.alone == entry_id:
+            self.alone = None
+            self._free.set()
 
     async def _take_entry(self) -> Entry | None:
         if self._throttler is not None:
             await self._throttler.acquire()  # type: ignore[no-untyped-call]
+        if self.alone is not None:  # a suspect is processed alone: take nothing meanwhile
+            await self._wait_free()
+            return None
         try:
             entry = await self._claim() if time.monotonic() >= self._claim_due_at else None
-            if entry is None:
+            if entry is None and not self._hold_reads:
                 block_ms = round(self._s.take_timeout_s * 1000)
-                entry = await streams.read_new(self._redis, self._k, block_ms)
+                entry = await self._read_new(block_ms)
         except QueueError as e:
             self._take_failures += 1
             self._handler.redis_failed(e, self._take_failures)
@@ -193,18 +213,56 @@ class StreamSlots(Slots):
             reason = (f"delivered {entry.count} times; claimed after its consumers vanished "
                       "holding it")  # fmt: skip
             await self._stream.settle(entry, reason, reject=True)
+            self._release(entry.entry_id)
             return None
         return entry
 
+    async def _wait_free(self) -> None:
+        """Until no suspect is held alone here, or a drain or stop begins."""
+        waiter = asyncio.ensure_future(self._free.wait())
+        stopper = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait((waiter, stopper), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+            stopper.cancel()
+
+    async def _read_new(self, block_ms: int) -> Entry | None:
+        entry = await streams.read_new(self._redis, self._k, block_ms)
+        if entry is None:
+            return None
+        async with self._claim_lock:  # a claim in flight may have made us hold one alone
+            if self.alone is None:
+                return entry
+        await self._handler.redis_op(lambda: streams.hand_back(
+            self._redis, self._k, uncharge=True, entry_ids=[entry.entry_id]))  # fmt: skip
+        self._log.info("handed back entry %s, read while suspect %s is held alone",
+                       entry.entry_id, self.alone)  # fmt: skip
+        return None
+
     async def _claim(self) -> Entry | None:
+        """A claimable entry, or None; while the quarantine waits for this consumer to hold
+        nothing, no read: claim again after a pause."""
         min_idle_ms = round(self._options.claim_min_idle_s * 1000)
-        self._cursor, entries = await streams.claim(self._redis, self._k, min_idle_ms, self._cursor)
-        if entries:
-            entry = entries[0]
-            self._log.info("claimed entry %s (delivery %d): idle for %.1fs or more", entry.entry_id,
-                           entry.count, self._options.claim_min_idle_s)  # fmt: skip
+        async with self._claim_lock:
+            verdict, self._cursor, entry = await streams.claim(
+                self._redis, self._k, min_idle_ms, self._cursor
+            )
+            if verdict is Claimed.ALONE and entry is not None:
+                self.alone = entry.entry_id
+                self._free.clear()
+            self._hold_reads = verdict is Claimed.WAIT
+        if entry is not None:
+            what = "a suspect, alone" if verdict is Claimed.ALONE else "handed back"
+            self._log.info("claimed entry %s (delivery %d): %s", entry.entry_id, entry.count,
+                           what)  # fmt: skip
             return entry
+        if verdict is Claimed.WAIT:  # quarantined entries wait for us to hold nothing
+            self._claim_due_at = 0.0
+            await self._handler.pause(self._options.claim_interval_s)
+            return None
         if self._cursor == "0-0":  # a whole pass found nothing: look again later
+            self._cursor = "-"
             self._claim_due_at = time.monotonic() + self._options.claim_interval_s
         return None
 
@@ -246,17 +304,19 @@ class StreamWorker(Worker):
         """Create the group if missing; hand back what a previous incarnation held."""
         if await streams.ensure_group(self._redis, self._k):
             self._log.info("created consumer group %s at the first entry", self._k.group)
-        handed = await streams.hand_back(self._redis, self._k, uncharge=False)
-        if handed:
-            self._log.warning("handed back %d entries a previous incarnation held: claimable "
-                              "now, each delivery charged", handed)  # fmt: skip
+        judged = await streams.recover(self._redis, self._k)
+        if judged:
+            self._log.warning("quarantined %d entries a previous incarnation held: each is "
+                              "delivered again alone (charged only if it was alone)",
+                              judged)  # fmt: skip
 
     async def _reconcile_forever(self) -> None:
         """Every heartbeat interval, reset the idle time of the entries the slots hold."""
         while True:
             await asyncio.sleep(self._s.heartbeat_interval_s)
             try:
-                await streams.touch(self._redis, self._k, list(self._stream_slots.held))
+                orphan_ms = round(self._options.claim_min_idle_s * 500)
+                await streams.touch(self._redis, self._k, list(self._stream_slots.held), orphan_ms)
             except QueueError as e:
                 self._handler.redis_failed(e, 1)
 

@@ -25,7 +25,7 @@ import json
 import logging
 import os
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,15 +99,19 @@ def _raw(method: ApiMethod) -> ApiMethod:
     return raw  # type: ignore[no-any-return]
 
 
-def kubeconfig_path(kubeconfig: str | os.PathLike[str] | None) -> str | os.PathLike[str] | None:
+def kubeconfig_path(
+    kubeconfig: str | os.PathLike[str] | None, environ: Mapping[str, str] = os.environ
+) -> str | os.PathLike[str] | None:
     """``kubeconfig``, else ``$KUBECONFIG``, else None in a cluster, else ``~/.kube/config``;
-    ``KubeError`` when there is none of them."""
-    path = kubeconfig or os.environ.get("KUBECONFIG")
-    in_cluster = not path and bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+    ``KubeError`` when there is none of them. ``environ``: the process environment."""
+    path = kubeconfig or environ.get("KUBECONFIG")
+    in_cluster = not path and bool(environ.get("KUBERNETES_SERVICE_HOST"))
     if not path and not in_cluster and (Path.home() / ".kube" / "config").exists():
         path = Path.home() / ".kube" / "config"
     if not path and not in_cluster:
         raise KubeError("no kubeconfig (--kubeconfig, KUBECONFIG) and not in a cluster")
+    if path and not Path(path).is_file():  # else the client library logs, then fails obscurely
+        raise KubeError(f"kubeconfig {path}: no such file")
     return path or None
 
 
@@ -152,10 +156,11 @@ class KubeClient:
         context: str | None = None,
         settings: ClientSettings | None = None,
         metrics: ControllerMetrics | None = None,
+        environ: Mapping[str, str] = os.environ,
     ) -> KubeClient:
         """From ``kubeconfig``, else ``$KUBECONFIG``, else in-cluster, else ``~/.kube/config``."""
         configuration = k8s.Configuration()
-        path = kubeconfig_path(kubeconfig)
+        path = kubeconfig_path(kubeconfig, environ)
         try:
             if path:
                 await k8s_config.load_kube_config(  # type: ignore[no-untyped-call]

@@ -110,11 +110,17 @@ def decide(
     """
     if len(readings) != len(spec.triggers):
         raise ValueError(f"{len(readings)} readings for {len(spec.triggers)} triggers")
-    if spec.paused_replicas is not None:
-        message = f"paused at {spec.paused_replicas} replicas by annotation"
-        return Decision(spec.paused_replicas, current, Reason.PAUSED, message), state
-    if spec.paused:
-        return Decision(current, current, Reason.PAUSED, "paused by annotation"), state
+    if spec.paused_replicas is not None or spec.paused:
+        # decide nothing; ``active`` still says whether a trigger is above activation
+        loaded = any(
+            r.value is not None and r.value > t.activation
+            for t, r in zip(spec.triggers, readings, strict=True)
+        )
+        if spec.paused_replicas is None:
+            return Decision(current, current, Reason.PAUSED, "paused by annotation", loaded), state
+        n = spec.paused_replicas
+        message = f"paused at {n} replica{'' if n == 1 else 's'} by annotation"
+        return Decision(n, current, Reason.PAUSED, message, loaded), state
     failed = [t.name for t, r in zip(spec.triggers, readings, strict=True) if r.value is None]
     scheduled = schedule_floor(spec, wall_time)
     pressure, pressure_why = memory_pressure(spec, readings, state.memory_pressure)

@@ -22,15 +22,25 @@ Lifecycle of an entry, and who charges a delivery:
 - ``touch``: while held (processing, retrying, waiting out a processor outage) the
   consumer resets its entries' idle time every heartbeat (``XCLAIM … JUSTID``, no charge,
   only entries it still owns). So an entry goes idle only when its consumer is gone.
-- ``claim`` (``XAUTOCLAIM``) takes entries idle for ``min_idle_ms`` from any consumer: a
-  crashed one's. Redis charges the claim (count + 1): the entry was delivered and never
-  settled, so a poison entry that kills its consumers ends dead-lettered.
-- ``hand_back`` (a drain, or a start finding a previous incarnation's entries): mark every
-  entry this consumer owns idle at once so that the next ``claim`` anywhere takes it;
-  a drain's hand-back is uncharged (count − 1, as the claim adds one back), a crashed
-  incarnation's is charged. Idempotent: an entry already marked is skipped.
-- A take retried after a lost reply may leave an entry in our PEL that no slot holds: it
-  is never touched, goes idle, and is claimed (charged) like a crashed consumer's.
+- ``hand_back`` (a drain): mark every entry this consumer owns idle at once so that the
+  next ``claim`` anywhere takes it, uncharged (count − 1, as the claim adds one back).
+  Idempotent: an entry already marked is skipped.
+- ``claim``: a handed-back entry is taken by any consumer (count + 1). An entry idle for
+  ``min_idle_ms`` that was not handed back belongs to a consumer that is gone (it crashed).
+  *The poison rule*, the list backend's (docs/reliability.md): once everything that
+  consumer holds is idle, it is *judged* together — one entry held is the suspect and
+  charged (count + 1), several held are not (count kept) — and put in the *quarantine*
+  (``keys.stream_quarantine_key``). A quarantined entry is claimed only by a consumer that
+  holds nothing (verdict ``alone``), which then takes nothing else until it is settled; a
+  consumer holding entries is told to ``wait`` (read nothing new) while the quarantine is
+  not empty. So a crash convicts only an entry delivered alone, and innocent neighbours
+  are never charged for it; a suspect whose count passes the maximum is dead-lettered
+  unsent by the caller.
+- ``recover`` (a start under the same consumer id): judge what the previous incarnation
+  held, at once. The judgement marks the entries handed back in the same script, so a
+  retry, or another consumer's claim, finds nothing left to judge.
+- A take or claim retried after a lost reply may leave an entry in our PEL that no slot
+  holds: the heartbeat's ``touch`` hands it back uncharged once it has sat there a while.
 """
 
 from __future__ import annotations
@@ -66,6 +76,10 @@ class StreamKeys:
     @property
     def dead(self) -> str:
         return self.dead_letter or keys.dead_letter_key(self.stream)
+
+    @property
+    def quarantine(self) -> str:
+        return keys.stream_quarantine_key(self.stream, self.group)
 
 
 @dataclass(frozen=True)
@@ -131,25 +145,69 @@ return n
 """
 )
 
-# KEYS: stream. ARGV: group, consumer, ids… Resets the idle time of the ids it still owns.
+# Lua helpers over stream s = KEYS[1], group g = ARGV[1], the quarantine set qr = KEYS[2]
+# and the hand-back idle time ``handed``. ``held(o)``: what consumer o holds, i.e. its
+# pending entries not handed back (a handed-back one waits for any claim). ``judge(h)``:
+# o is gone holding h: mark each handed back and quarantined; one held is the suspect and
+# charged (count + 1), several held are not (count kept). ``take(id, n)``: claim it for
+# consumer c with count n; its fields, or nil when the entry was deleted.
+_JUDGE = """
+local s, qr, g = KEYS[1], KEYS[2], ARGV[1]
+local function held(o, handed)
+  local out = {}
+  for _, p in ipairs(redis.call('XPENDING', s, g, '-', '+', 10000, o)) do
+    if tonumber(p[3]) < handed / 2 then out[#out + 1] = p end
+  end
+  return out
+end
+local function judge(o, h, handed)
+  for _, p in ipairs(h) do
+    local n = tonumber(p[4])
+    if #h == 1 then n = n + 1 end
+    redis.call('XCLAIM', s, g, o, 0, p[1], 'IDLE', handed, 'RETRYCOUNT', n, 'JUSTID')
+    redis.call('SADD', qr, p[1])
+  end
+end
+local function take(c, id, n)
+  local r = redis.call('XCLAIM', s, g, c, 0, id, 'RETRYCOUNT', n)
+  if type(r[1]) == 'table' then return r[1][2] end
+  return nil
+end
+"""
+
+# KEYS: stream. ARGV: group, consumer, orphan idle ms, hand-back idle ms, ids… Resets the
+# idle time of the ids it still owns; an entry it owns that no slot holds (the reply of
+# its read or claim was lost: never sent), idle for the orphan time, is handed back
+# uncharged. -> ids touched.
 TOUCH = Script(
     """
-local s, g, c, n = KEYS[1], ARGV[1], ARGV[2], 0
-for i = 3, #ARGV do
-  local p = redis.call('XPENDING', s, g, ARGV[i], ARGV[i], 1)[1]
-  if p and p[2] == c then redis.call('XCLAIM', s, g, c, 0, ARGV[i], 'JUSTID'); n = n + 1 end
+local s, g, c = KEYS[1], ARGV[1], ARGV[2]
+local orphan, handed = tonumber(ARGV[3]), tonumber(ARGV[4])
+local mine, n = {}, 0
+for i = 5, #ARGV do mine[ARGV[i]] = true end
+for _, p in ipairs(redis.call('XPENDING', s, g, '-', '+', 10000, c)) do
+  local idle = tonumber(p[3])
+  if mine[p[1]] then
+    redis.call('XCLAIM', s, g, c, 0, p[1], 'JUSTID'); n = n + 1
+  elseif idle >= orphan and idle < handed / 2 then
+    local n = math.max(tonumber(p[4]) - 1, 0)
+    redis.call('XCLAIM', s, g, c, 0, p[1], 'IDLE', handed, 'RETRYCOUNT', n, 'JUSTID')
+  end
 end
 return n
 """
 )
 
-# KEYS: stream. ARGV: group, consumer, idle ms, uncharge (1|0), max entries.
+# KEYS: stream. ARGV: group, consumer, idle ms, uncharge (1|0), max entries[, ids…].
+# With ids, only those (a take declined because a suspect is held alone).
 HAND_BACK = Script(
     """
 local s, g, c, idle = KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3])
+local only = nil
+if #ARGV > 5 then only = {}; for i = 6, #ARGV do only[ARGV[i]] = true end end
 local n = 0
 for _, p in ipairs(redis.call('XPENDING', s, g, '-', '+', tonumber(ARGV[5]), c)) do
-  if tonumber(p[3]) < idle / 2 then
+  if tonumber(p[3]) < idle / 2 and (only == nil or only[p[1]]) then
     local count = tonumber(p[4])
     if ARGV[4] == '1' and count > 0 then count = count - 1 end
     redis.call('XCLAIM', s, g, c, 0, p[1], 'IDLE', idle, 'RETRYCOUNT', count, 'JUSTID')
@@ -160,18 +218,66 @@ return n
 """
 )
 
-# KEYS: stream. ARGV: group, consumer, min idle ms, cursor, count. XAUTOCLAIM, then each
-# claimed entry's delivery count from the PEL: {cursor, {id, count, fields}…}.
+# KEYS: stream, quarantine. ARGV: group, consumer, hand-back idle ms. A start under a
+# consumer id: judge what the previous incarnation held. -> how many were quarantined.
+RECOVER = Script(
+    _JUDGE
+    + """
+local h = held(ARGV[2], tonumber(ARGV[3]))
+judge(ARGV[2], h, tonumber(ARGV[3]))
+return #h
+"""
+)
+
+# KEYS: stream, quarantine. ARGV: group, consumer, min idle ms, cursor, scan size,
+# hand-back idle ms. -> {verdict, next cursor[, id, count, fields]}; verdict:
+#   'alone': a quarantined entry, to be processed with nothing else held (count as
+#            judged); only given to a consumer holding nothing;
+#   'took':  a handed-back entry (Redis's count + 1);
+#   'wait':  the quarantine waits for this consumer to hold nothing: take nothing new;
+#   'none':  nothing claimable in this part of the scan.
+# An idle entry not handed back belongs to a consumer that is gone; once everything that
+# consumer holds is idle ``min idle`` (entries taken after its last touch included), all of
+# it is judged at once, so a claim never sees part of a crashed consumer's hand.
 CLAIM = Script(
-    """
-local s, g, c = KEYS[1], ARGV[1], ARGV[2]
-local r = redis.call('XAUTOCLAIM', s, g, c, ARGV[3], ARGV[4], 'COUNT', ARGV[5])
-local out = {r[1]}
-for _, e in ipairs(r[2]) do
-  local p = redis.call('XPENDING', s, g, e[1], e[1], 1)[1]
-  out[#out + 1] = {e[1], p and p[4] or 1, e[2]}
+    _JUDGE
+    + """
+local c, min, cursor = ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local size, handed = tonumber(ARGV[5]), tonumber(ARGV[6])
+local function alone(nextc)
+  if redis.call('SCARD', qr) == 0 then return nil end
+  if #held(c, handed) > 0 then return {'wait', nextc} end
+  for _, id in ipairs(redis.call('SMEMBERS', qr)) do
+    redis.call('SREM', qr, id)
+    local p = redis.call('XPENDING', s, g, id, id, 1)[1]
+    if p then
+      local f = take(c, id, tonumber(p[4]))
+      if f then return {'alone', nextc, id, p[4], f} end
+    end
+  end
+  return nil
 end
-return out
+local r = alone(cursor)
+if r then return r end
+local ps = redis.call('XPENDING', s, g, 'IDLE', min, cursor, '+', size)
+local nextc = '0-0'
+if #ps == size then nextc = '(' .. ps[#ps][1] end
+for _, p in ipairs(ps) do
+  local id, n = p[1], tonumber(p[4])
+  if tonumber(p[3]) >= handed / 2 then
+    local f = take(c, id, n + 1)
+    if f then return {'took', nextc, id, n + 1, f} end
+  else
+    local h, fresh = held(p[2], handed), false
+    for _, q in ipairs(h) do if tonumber(q[3]) < min then fresh = true end end
+    if not fresh then
+      judge(p[2], h, handed)
+      r = alone(nextc)
+      if r then return r end
+    end
+  end
+end
+return {'none', nextc}
 """
 )
 
@@ -212,14 +318,35 @@ async def read_new(redis: Redis, k: StreamKeys, block_ms: int) -> Entry | None:
     return Entry(_text(entry_id), _pairs(flat), 1)
 
 
+class Claimed(StrEnum):
+    ALONE = "alone"  # a quarantined entry: process it with nothing else held
+    TOOK = "took"  # a handed-back entry
+    WAIT = "wait"  # the quarantine waits for this consumer to hold nothing: take nothing
+    NONE = "none"  # nothing claimable in this part of the scan
+
+
 @translated
 async def claim(
-    redis: Redis, k: StreamKeys, min_idle_ms: int, cursor: str, count: int = 1
-) -> tuple[str, list[Entry]]:
-    """(next cursor, entries idle ≥ ``min_idle_ms`` now ours, their counts charged)."""
-    reply = await CLAIM(redis, [k.stream], [k.group, k.consumer_id, min_idle_ms, cursor, count])
-    entries = [Entry(_text(i), _pairs(f or []), int(n)) for i, n, f in reply[1:]]
-    return _text(reply[0]), entries
+    redis: Redis, k: StreamKeys, min_idle_ms: int, cursor: str, scan: int = 10
+) -> tuple[Claimed, str, Entry | None]:
+    """(verdict, next cursor, the entry now ours) — see ``CLAIM``; cursor "0-0": a pass
+    over the pending entries ended."""
+    reply = await CLAIM(
+        redis, [k.stream, k.quarantine],
+        [k.group, k.consumer_id, min_idle_ms, cursor, scan, HANDED_BACK_IDLE_MS],
+    )  # fmt: skip
+    verdict, next_cursor = Claimed(_text(reply[0])), _text(reply[1])
+    if len(reply) < 5:
+        return verdict, next_cursor, None
+    return verdict, next_cursor, Entry(_text(reply[2]), _pairs(reply[4] or []), int(reply[3]))
+
+
+@translated
+async def recover(redis: Redis, k: StreamKeys) -> int:
+    """A start under this consumer id: quarantine what a previous incarnation held (one
+    entry charged, several not); how many."""
+    args = [k.group, k.consumer_id, HANDED_BACK_IDLE_MS]
+    return int(await RECOVER(redis, [k.stream, k.quarantine], args))
 
 
 @translated
@@ -240,17 +367,25 @@ async def settle(
 
 
 @translated
-async def touch(redis: Redis, k: StreamKeys, entry_ids: Sequence[str]) -> int:
-    """Reset the idle time of the entries we still own; how many."""
-    if not entry_ids:
-        return 0
-    return int(await TOUCH(redis, [k.stream], [k.group, k.consumer_id, *entry_ids]))
+async def touch(redis: Redis, k: StreamKeys, entry_ids: Sequence[str], orphan_ms: int) -> int:
+    """Reset the idle time of the entries we still own; hand back, uncharged, those we own
+    that no slot holds, idle ``orphan_ms`` (a read or claim whose reply was lost); how
+    many touched."""
+    args = [k.group, k.consumer_id, orphan_ms, HANDED_BACK_IDLE_MS, *entry_ids]
+    return int(await TOUCH(redis, [k.stream], args))
 
 
 @translated
-async def hand_back(redis: Redis, k: StreamKeys, *, uncharge: bool, limit: int = 10_000) -> int:
-    """Make every entry we own claimable at once; how many."""
-    args = [k.group, k.consumer_id, HANDED_BACK_IDLE_MS, int(uncharge), limit]
+async def hand_back(
+    redis: Redis,
+    k: StreamKeys,
+    *,
+    uncharge: bool,
+    limit: int = 10_000,
+    entry_ids: Sequence[str] = (),
+) -> int:
+    """Make every entry we own (or only ``entry_ids``) claimable at once; how many."""
+    args = [k.group, k.consumer_id, HANDED_BACK_IDLE_MS, int(uncharge), limit, *entry_ids]
     return int(await HAND_BACK(redis, [k.stream], args))
 
 

@@ -32,6 +32,10 @@ from tests.fakekube.store import Store
 # Kept from the stored object on every update: the server owns these.
 _SERVER_META = ("uid", "creationTimestamp", "generation", "deletionTimestamp", "namespace")
 _WORKLOAD_KINDS = ("Deployment", "ReplicaSet", "StatefulSet")
+# A template change starts a rollout (Deployment: a new ReplicaSet beside the old one, scaled
+# in proportion; StatefulSet: pods replaced highest ordinal first). The fake models neither,
+# so it refuses the change instead of showing a rollout that Kubernetes would not do.
+_ROLLED_KINDS = ("Deployment", "StatefulSet")
 
 
 class Api:
@@ -210,6 +214,14 @@ class Api:
         if "status" in rt.subresources:
             new["status"] = deep(current.get("status", {}))
         reactor.apply_defaults(new, self.store.clock.now())
+        if (rt.kind in _ROLLED_KINDS
+                and (new.get("spec") or {}).get("template") != current["spec"].get("template")):
+            qualified = f"{rt.kind}.{rt.group}"
+            raise KubeError(422, f'{qualified} "{old["name"]}" '
+                                 "is invalid: spec.template: Forbidden: rollouts are not "
+                                 "modelled by the fake; use tests/cluster",
+                            details={"name": current["metadata"]["name"], "group": rt.group,
+                                     "kind": rt.kind})
         if rt.has_generation and new.get("spec") != current.get("spec"):
             m["generation"] = old.get("generation", 1) + 1
         _validate(rt, new)

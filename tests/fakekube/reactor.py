@@ -1,29 +1,33 @@
 """The fake controllers: Deployment -> ReplicaSet -> Pods, StatefulSet -> Pods, a kubelet.
 
 The reactor runs synchronously after each API write (``run()``), until nothing changes:
-deterministic, and settled before the write's response is sent. Simplifications, each
-chosen so that tests stay exact:
-- Pods start Running and Ready at once, on node ``fake-node``; deletion is immediate
-  (no grace period, no deletionTimestamp).
-- A Deployment whose template changes gets a new ReplicaSet with all the replicas, and
-  older ones go to 0 at once (a Recreate rollout); maxSurge/maxUnavailable are ignored.
-- Scale-down victims are ranked as ``ActivePodsWithRanks`` does (see ``deletion_rank``),
-  minus the two criteria that tie in a one-node fake: co-located pods, and ready time
-  (LogarithmicScaleDown buckets it by powers of two, so pods started together tie).
-- StatefulSets create missing ordinals and remove the highest ones, all at once.
+deterministic, and settled before the write's response is sent.
 
-Where this disagrees with a real control plane — never rely on the fake there; the real
-behaviour is tested in ``tests/cluster/`` (the scenario named):
-- rollouts: a RollingUpdate keeps two ReplicaSets with pods for a while (or for good
-  while paused), and a scale-down meanwhile is split across them in proportion
-  (``test_rollout.py``); the fake's instant Recreate never shows two;
-- graceful deletion: a real pod stays listed, with a ``deletionTimestamp``, until its
-  containers exit (every drain scenario; ``tests/cluster/node.py``); here it is gone at
-  once, so no fake test ever sees a terminating pod;
-- StatefulSet OrderedReady removes one pod at a time, each once the previous is gone
-  (``test_drain_surprises.py``); here they go together;
-- readiness changing under a drain, a conditional ``/scale`` (JSON patch ``test``, 422)
-  and a 404 on a gone victim agree with the real API server (checked there too).
+What it models (and a fake test may rely on):
+- a Deployment's one ReplicaSet, and scale-down victims ranked as ``ActivePodsWithRanks``
+  does (see ``deletion_rank``), minus the two criteria that tie in a one-node fake:
+  co-located pods, and ready time (LogarithmicScaleDown buckets it by powers of two, so
+  pods started together tie);
+- StatefulSets as ``StatefulSetControl`` does: missing ordinals created lowest first, ordinals
+  >= replicas removed highest first, ``pod-deletion-cost`` ignored; under OrderedReady one
+  pod per pass, each pass waiting for the previous pod to be created or gone, and nothing
+  while a lower pod is not Running and Ready (the first unhealthy pod excepted, as
+  ``processCondemned`` allows); Parallel does all at once;
+- readiness changed by the test (``set_pod_ready``), a conditional ``/scale`` (JSON patch
+  ``test``, 422) and a 404 on a gone victim, as the real API server does.
+
+What it does not model — no fake test can see it; the real behaviour is tested in
+``tests/cluster/`` (the scenario named):
+- rollouts: a template change of a Deployment or StatefulSet is refused with 422 ("rollouts
+  are not modelled by the fake; use tests/cluster"). Kubernetes keeps two ReplicaSets with
+  pods for a while (or for good while paused) and splits a scale-down across them in
+  proportion (``test_rollout.py``);
+- graceful deletion: pods start Running and Ready at once on node ``fake-node`` and a delete
+  removes them at once (no deletionTimestamp, ``terminationGracePeriodSeconds`` ignored).
+  A real pod stays listed, with a ``deletionTimestamp``, until its containers exit, and a
+  StatefulSet waits for that (every drain scenario, ``tests/cluster/node.py``,
+  ``test_drain_surprises.py``). Many fast tests rely on the deletion being immediate, so
+  the fake keeps it and makes no claim about the terminating state.
 """
 
 from __future__ import annotations
@@ -103,6 +107,10 @@ def running_status(spec: Obj, stamp: str, ip_index: int) -> Obj:
 def is_ready(pod: Obj) -> bool:
     conditions = pod.get("status", {}).get("conditions") or []
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+def _running_and_ready(pod: Obj) -> bool:
+    return pod.get("status", {}).get("phase") == "Running" and is_ready(pod)
 
 
 def is_active(pod: Obj) -> bool:
@@ -344,9 +352,21 @@ class Reactor:
     # ---- StatefulSet --------------------------------------------------------------------
 
     def _statefulset(self, sts: Obj) -> None:
+        """``StatefulSetControl``: create missing ordinals lowest first, remove ordinals >=
+        replicas highest first. Under OrderedReady (the default) one pod per pass, and
+        nothing while a lower pod is not Running and Ready (except that the first unhealthy
+        pod may itself be removed, as ``processCondemned`` allows); the pass ends with the
+        write, and the pod's watch event brings the next one."""
         m = sts["metadata"]
         want = sts["spec"].get("replicas", 1)
+        monotonic = sts["spec"].get("podManagementPolicy", "OrderedReady") == "OrderedReady"
         pods = {p["metadata"]["name"]: p for p in self._owned(sts, PODS) if is_active(p)}
+        ordinal_of = {name: int(name.rsplit("-", 1)[1]) for name in pods
+                      if re.fullmatch(rf"{re.escape(m['name'])}-\d+", name)}
+        unhealthy = sorted((o, n) for n, o in ordinal_of.items()
+                           if not _running_and_ready(pods[n]))
+        first_unhealthy = unhealthy[0][1] if unhealthy else None
+        settled = True
         for ordinal in range(want):
             name = f"{m['name']}-{ordinal}"
             if name not in pods and self.store.get(PODS, m["namespace"], name) is None:
@@ -354,12 +374,21 @@ class Reactor:
                           "apps.kubernetes.io/pod-index": str(ordinal)}
                 spec_extra = {"hostname": name, "subdomain": sts["spec"].get("serviceName", "")}
                 pods[name] = self._new_pod(sts, name, labels, spec_extra)
-        ordinal_of = {name: int(name.rsplit("-", 1)[1]) for name in pods
-                      if re.fullmatch(rf"{re.escape(m['name'])}-\d+", name)}
-        for name in sorted(ordinal_of, key=ordinal_of.__getitem__, reverse=True):
-            if ordinal_of[name] >= want:
-                self.store.delete(PODS, m["namespace"], name)
-                del pods[name]
+                if monotonic:
+                    settled = False
+                    break
+            elif name in pods and monotonic and not _running_and_ready(pods[name]):
+                settled = False
+                break
+        condemned = sorted((n for n, o in ordinal_of.items() if o >= want),
+                           key=ordinal_of.__getitem__, reverse=True)
+        for name in condemned if settled else ():
+            if monotonic and not _running_and_ready(pods[name]) and name != first_unhealthy:
+                break
+            self.store.delete(PODS, m["namespace"], name)
+            del pods[name]
+            if monotonic:
+                break
         ready = sum(is_ready(p) for p in pods.values())
         revision = f"{m['name']}-{template_hash(sts['spec']['template'])}"
         self._replace_status(sts, {

@@ -10,6 +10,7 @@ not only on the registry, which holds one entry per id.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -110,12 +111,13 @@ class LocalRig:
                          tuple(self.controllers))  # fmt: skip
 
 
-def local_file(path: Path, recorder_url: str, **spec: str) -> None:
+def local_file(path: Path, recorder_url: str, sidecar_flags: tuple[str, ...] = (),
+               **spec: str) -> None:
     sidecar = [
         sys.executable, "-m", "autoscaler", "consume", "--redis-url", "{redis_url}",
         "--queue", "{queue}", "--id", "{replica_id}", "--forward", recorder_url,
         "--heartbeat-interval", "0.2", "--log-format", "json", "--retry-backoff", "0.05",
-        "--concurrency", "2", "--drain-timeout", "30",
+        "--concurrency", "2", "--drain-timeout", "30", *sidecar_flags,
     ]  # fmt: skip
     workload: dict[str, Any] = {
         "name": "workers", "redis-list": Q, "polling-interval": "200ms", "cooldown": "0",
@@ -125,12 +127,13 @@ def local_file(path: Path, recorder_url: str, **spec: str) -> None:
 
 
 @contextlib.asynccontextmanager
-async def local_rig(durable: DurableRedis, tmp: Path, **spec: str) -> AsyncIterator[LocalRig]:
+async def local_rig(durable: DurableRedis, tmp: Path, sidecar_flags: tuple[str, ...] = (),
+                    **spec: str) -> AsyncIterator[LocalRig]:
     recorder = Recorder(latency_s=0.02)
     await recorder.start()
     client = aioredis.Redis.from_url(durable.url)
     path = tmp / "workers.yaml"
-    local_file(path, recorder.url, **spec)
+    local_file(path, recorder.url, sidecar_flags, **spec)
     r = LocalRig(client, durable.port, recorder, path, tmp, durable.url, [])
     try:
         yield r
@@ -234,3 +237,47 @@ async def test_local_controller_sigkilled_mid_drain(durable: DurableRedis, tmp_p
         result = row("local controller SIGKILLed mid-drain", r, ids, await r.dead(), recovery)
         assert result["lost"] == 0 and result["dead_lettered"] == 0, result
         print(f"recovered {time.monotonic() - killed:.1f} s after the SIGKILL")
+
+
+async def test_redis_sigstopped_with_a_drain_in_progress(
+    durable: DurableRedis, tmp_path: Path
+) -> None:
+    """SIGSTOP Redis while the controller's drain waits for victims holding slow messages,
+    for 4 s: past the sidecars' reply timeout (``--redis-timeout 1.5``) and the controller's
+    (2 s). Afterwards every id is processed, the drain is completed or released (no consumer
+    left told to drain), nothing is held, and the controller and every remaining sidecar
+    run on without a restart."""
+    spec = {
+        "messages-per-replica": "2", "min-replicas": "1", "max-replicas": "3",
+        "count-in-flight": "false", "scale-down-stabilization": "3s", "drain": "true",
+        "drain-timeout": "60s",
+    }  # fmt: skip
+    flags = ("--redis-timeout", "1.5", "--reconcile-interval", "2")
+    async with local_rig(durable, tmp_path, flags, **spec) as r:
+        controller = await r.start_controller()
+        ids = await produce(r, range(60))
+        await eventually(lambda: len(r.consumers()) == 3, 30, "3 replicas", (controller,))
+        await r.settled(ids, 30)
+        ids |= await produce(r, range(60, 66), sleep=10)  # one per slot, held past the stall
+        await eventually(r.drain_waiting, 30, "a drain waiting for held messages", (controller,))
+        before = r.consumers()
+        durable.signal(signal.SIGSTOP)
+        await asyncio.sleep(4.0)  # the fault itself: a stall past both reply timeouts
+        durable.signal(signal.SIGCONT)
+        ended = time.monotonic()
+        await r.settled(ids, 60)
+
+        async def released() -> bool:
+            return not await r.told_to_drain()
+
+        await eventually(released, 30, "no consumer left told to drain", (controller,))
+        await r.quiet()
+        recovery = time.monotonic() - ended  # every id settled, the drain over, nothing held
+        now = r.consumers()
+        assert controller.process.returncode is None  # the controller rode the stall out
+        assert set(now) <= set(before), (before, now)  # survivors kept their process
+        assert sorted(now.values()) == await r.live_ids(), (now, await r.live_ids())
+        result = row("Redis SIGSTOP 4 s with a drain in progress (reply timeouts 1.5/2 s)",
+                     r, ids, await r.dead(), recovery)  # fmt: skip
+        assert result["lost"] == 0 and result["dead_lettered"] == 0, result
+        assert await controller.stop() == 0
