@@ -263,14 +263,18 @@ class Drainer:
             log_event(logger, "event failed", logging.WARNING, namespace=target.ref.namespace,
                       workload=target.ref.name, error=str(e))  # fmt: skip
 
-    def _cancelled(self, target: Target, why: str) -> DrainStage:
-        self._why[target.ref.namespace, target.ref.name] = f"drain cancelled: {why}"
+    def _cancelled(self, target: Target, why: str, *, desired: int | None = None) -> DrainStage:
+        """Log the cancellation; its Event says the same. ``desired``: the replicas the
+        load wants now, when it rose during the drain."""
+        told = why if desired is None else f"{why} ({desired} replicas wanted)"
+        self._why[target.ref.namespace, target.ref.name] = f"drain cancelled: {told}"
         log_event(
             logger,
             "drain cancelled",
             namespace=target.ref.namespace,
             workload=target.ref.name,
             stage=DrainStage.CANCELLED,
+            **({} if desired is None else {"desired": desired}),
             message=why,
         )
         return DrainStage.CANCELLED
@@ -437,19 +441,7 @@ class Drainer:
                 next_recheck = now + spec.polling_interval_s
                 wanted = await recheck()
                 if wanted is not None and wanted > desired:
-                    self._why[target.ref.namespace, target.ref.name] = (
-                        f"drain cancelled: load rose during the drain ({wanted} replicas wanted)"
-                    )
-                    log_event(
-                        logger,
-                        "drain cancelled",
-                        namespace=target.ref.namespace,
-                        workload=target.ref.name,
-                        stage=DrainStage.CANCELLED,
-                        desired=wanted,
-                        message="load rose during the drain",
-                    )
-                    return DrainStage.CANCELLED
+                    return self._cancelled(target, "load rose during the drain", desired=wanted)
             await asyncio.sleep(self.poll_interval_s)
             consumers = await self._consumers(spec)
             pending = {p for p in pending if not _drained(consumers.get(p, []))}

@@ -58,7 +58,8 @@ def rss_mb(pid: int) -> float:
 
 
 async def sample(session: aiohttp.ClientSession, port: int, name: str) -> float | None:
-    async with session.get(f"http://127.0.0.1:{port}/metrics") as r:
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with session.get(f"http://127.0.0.1:{port}/metrics", timeout=timeout) as r:
         for line in (await r.text()).splitlines():
             if line.startswith(name + " ") or line.startswith(name + "{"):
                 return float(line.rsplit(" ", 1)[1])
@@ -100,6 +101,7 @@ async def main(n: int, redis_url: str) -> None:
     bare.kill()
     await bare.wait()
 
+    print(f"fake API server with {n} workloads up; starting the controller", file=sys.stderr)
     log = (tmp / "controller.log").open("w")
     started = time.perf_counter()
     proc = await asyncio.create_subprocess_exec(
@@ -123,15 +125,17 @@ async def main(n: int, redis_url: str) -> None:
                 sys.exit("controller did not cycle; log:\n" + (tmp / "controller.log").read_text()[-3000:])
             with contextlib.suppress(aiohttp.ClientError):
                 count = await sample(session, port, "queue_autoscaler_loop_duration_seconds_count")
+                print(f"cycles: {count}", file=sys.stderr)
                 if count:
                     first = time.perf_counter() - started
         rss_first = rss_mb(proc.pid)
+        print(f"first cycle after {first:.2f} s", file=sys.stderr)
         await asyncio.sleep(3.0)
-        await client.lpush("q0", *[b"b"] * 200)  # wants 100 replicas
+        await client.lpush("q0", *[b"b"] * 200)  # wants more than the 1-2 it has
         pushed = time.perf_counter()
         while True:
             deployment = fake.get("deployments", "default", "w0")
-            if deployment is not None and deployment["spec"]["replicas"] >= 100:
+            if deployment is not None and deployment["spec"]["replicas"] > 1:  # the first /scale
                 break
             await asyncio.sleep(0.05)
         reaction = time.perf_counter() - pushed
@@ -163,7 +167,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workloads", type=int, default=10_000)
     args = parser.parse_args()
-    faulthandler.dump_traceback_later(60, exit=True)  # a hang shows where
+    faulthandler.dump_traceback_later(900, exit=True)  # a hang shows where
     server, url = start_redis()
     try:
         asyncio.run(main(args.workloads, url))

@@ -2,6 +2,7 @@
 
     python -m grafana.build           # regenerate
     python -m grafana.build --check   # exit 1 and name the stale files (CI, tests)
+    python -m grafana.build --root DIR  # write (or --check) the files under another checkout
 
 Generated: ``grafana/dashboards/*.json`` (from ``grafana.overview``, ``.workload``,
 ``.sidecar``), the Grafana
@@ -88,8 +89,8 @@ def prometheus_rule() -> str:
     return header + yaml.safe_dump(rule, sort_keys=False, width=100, allow_unicode=True)
 
 
-def outputs() -> dict[Path, str]:
-    """Every generated file and the text it must hold."""
+def outputs(root: Path = ROOT) -> dict[Path, str]:
+    """Every generated file (under the checkout ``root``) and the text it must hold."""
     files = {
         GRAFANA / "dashboards" / f"{name}.json": json.dumps(build(), indent=2) + "\n"
         for name, build in DASHBOARDS.items()
@@ -100,29 +101,35 @@ def outputs() -> dict[Path, str]:
     )
     files[PROMETHEUS_RULE] = prometheus_rule()
     files[ROOT / "docs" / "metrics.md"] = metrics_doc.render()
-    return files
+    return {root / path.relative_to(ROOT): text for path, text in files.items()}
 
 
-def stale() -> list[Path]:
+def stale(root: Path = ROOT) -> list[Path]:
     """The generated files whose content differs from what the generators produce now."""
     return [
-        path for path, text in outputs().items() if not path.exists() or path.read_text() != text
+        path
+        for path, text in outputs(root).items()
+        if not path.exists() or path.read_text() != text
     ]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
     parser.add_argument("--check", action="store_true", help="only report stale files")
+    parser.add_argument(
+        "--root", type=Path, default=ROOT, help="the checkout to write or check (default: this one)"
+    )
     args = parser.parse_args(argv)
+    root: Path = args.root
     if args.check:
-        out_of_date = stale()
+        out_of_date = stale(root)
         for path in out_of_date:
-            print(f"out of date: {path.relative_to(ROOT)}", file=sys.stderr)
+            print(f"out of date: {path.relative_to(root)}", file=sys.stderr)
         return 1 if out_of_date else 0
-    for path, text in outputs().items():
+    for path, text in outputs(root).items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
-        print(f"wrote {path.relative_to(ROOT)}")
+        print(f"wrote {path.relative_to(root)}")
     return 0
 
 

@@ -33,15 +33,17 @@ def workload(
     replicas: int = 1,
     enabled: bool = True,
     annotations: dict[str, str] | None = None,
+    pod: Obj | None = None,
 ) -> Obj:
-    """A Deployment or StatefulSet manifest with pods labelled ``app=<name>``."""
+    """A Deployment or StatefulSet manifest with pods labelled ``app=<name>``; ``pod``: the
+    pod template's spec (default: one busybox container)."""
     labels = {ENABLED_LABEL: "true"} if enabled else {}
     spec: Obj = {
         "replicas": replicas,
         "selector": {"matchLabels": {"app": name}},
         "template": {
             "metadata": {"labels": {"app": name}},
-            "spec": {"containers": [{"name": "worker", "image": "busybox"}]},
+            "spec": pod or {"containers": [{"name": "worker", "image": "busybox"}]},
         },
     }
     if kind == "StatefulSet":

@@ -20,7 +20,7 @@ from typing import Any
 
 import redis
 
-from tests.servers import RedisServer, _port_open, free_port, wait_until
+from tests.servers import RedisServer, _port_open, free_port, wait_started, wait_until
 
 PASSWORD = "s3cret-for-tests"
 USER = "scaler"
@@ -53,11 +53,7 @@ def spawn(folder: Path, config: str, *, sentinel: bool = False, port: int | None
     args = [_binary(), str(conf), *(["--sentinel"] if sentinel else [])]
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     proc = Proc(port, process, folder)
-    try:
-        wait_until(lambda: _port_open(port), 10, f"redis on port {port}")
-    except TimeoutError:
-        proc.stop()
-        raise
+    wait_started(proc.stop, "redis", port)
     return proc
 
 

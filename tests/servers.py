@@ -45,6 +45,23 @@ def _port_open(port: int) -> bool:
     return False
 
 
+def wait_started(
+    stop: Callable[[], object],
+    what: str,
+    port: int,
+    ready: Callable[[], bool] | None = None,
+    timeout_s: float = 10,
+    step_s: float = 0.02,
+) -> None:
+    """Wait until the server just spawned is ``ready`` (default: ``port`` accepts
+    connections); if it does not come up in time, ``stop`` it and raise ``TimeoutError``."""
+    try:
+        wait_until(ready or (lambda: _port_open(port)), timeout_s, f"{what} on port {port}", step_s)
+    except TimeoutError:
+        stop()
+        raise
+
+
 @dataclass
 class RedisServer:
     port: int
@@ -80,11 +97,7 @@ def start_redis(port: int | None = None) -> RedisServer:
         stderr=subprocess.DEVNULL,
     )
     server = RedisServer(port, process)
-    try:
-        wait_until(lambda: _port_open(port), 10, f"redis-server on port {port}")
-    except TimeoutError:
-        server.stop()
-        raise
+    wait_started(server.stop, "redis-server", port)
     return server
 
 
@@ -169,11 +182,7 @@ def start_prometheus(rule_files: list[str] | None = None) -> PrometheusServer:
             return bool(r.status == 200)
         return False
 
-    try:
-        wait_until(ready, 30, f"prometheus on port {port}", step_s=0.1)
-    except TimeoutError:
-        server.stop()
-        raise
+    wait_started(server.stop, "prometheus", port, ready, timeout_s=30, step_s=0.1)
     return server
 
 

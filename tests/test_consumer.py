@@ -460,9 +460,9 @@ def test_credentials_never_reach_a_log_line() -> None:
 def test_log_lines_name_queue_and_consumer() -> None:
     record_log = ConsumerLog(logging.getLogger("t"), "jobs", "c1")
     msg, kwargs = record_log.process("state %s", {})
-    record = logging.LogRecord("t", logging.INFO, __file__, 1, msg, ("drained",), None)
-    for name, value in kwargs["extra"].items():
-        setattr(record, name, value)
+    record = logging.getLogger("t").makeRecord(  # as the adapter's logger builds it
+        "t", logging.INFO, __file__, 1, msg, ("drained",), None, extra=kwargs["extra"]
+    )
     assert TextFormatter().format(record).endswith("state drained queue=jobs consumer=c1")
     assert '"consumer": "c1"' in JsonFormatter().format(record)
     assert '"event": "state drained"' in JsonFormatter().format(record)

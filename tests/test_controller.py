@@ -25,7 +25,7 @@ from tests.memtarget import MemoryTarget
 from tests.servers import RedisServer
 
 
-def annotations(queue: str, **extra: str) -> dict[str, str]:
+def spec_annotations(queue: str, **extra: str) -> dict[str, str]:
     base = {
         "redis-list": queue,
         "messages-per-replica": "50",
@@ -84,7 +84,7 @@ class Harness:
 
     def add(self, name: str, replicas: int = 0, **extra: str) -> WorkloadRef:
         ref = WorkloadRef("default", name)
-        self.controller.apply(WorkloadEvent(ref, annotations(name, **extra), replicas))
+        self.controller.apply(WorkloadEvent(ref, spec_annotations(name, **extra), replicas))
         self.targets[ref].replica_count = replicas
         return ref
 
@@ -208,8 +208,8 @@ async def test_redis_down_holds_replicas_and_recovers(own_redis: RedisServer) ->
             source_errors = "queue_autoscaler_source_errors_total"
             await wait_for(lambda: (h.registry.get_sample_value(source_errors, errors) or 0) >= 3)
             assert h.replicas(ref) == 6  # held: an outage is not an empty queue
-            assert h.controller.workloads[ref].last_decision is not None
-            assert h.controller.workloads[ref].last_decision.reason == "MetricError"
+            last = h.controller.workloads[ref].last_decision
+            assert last is not None and last.reason == "MetricError"
             own_redis.restart()
             await client.aclose()
             client = aioredis.Redis.from_url(own_redis.url)
@@ -280,7 +280,7 @@ async def test_a_new_leader_puts_back_to_work_consumers_a_dead_leader_left_drain
         await set_command(redis_client, pod.name, Command.DRAIN)
         await target.set_deletion_cost(pod.name, -(2**31))
 
-    async def commands() -> list[bytes | None]:
+    async def commands() -> list[bytes | str | None]:
         field = ConsumerField.COMMAND.value
         return [await redis_client.hget(consumer_key(p.name), field) for p in target.pods]
 

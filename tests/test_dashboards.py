@@ -65,13 +65,13 @@ def test_generated_files_are_current() -> None:
     assert not stale, f"run `python -m grafana.build` to regenerate: {stale}"
 
 
-def test_check_mode_names_a_stale_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    copy = tmp_path / "overview.json"
-    copy.write_text("{}\n")
-    real = build.outputs()
-    monkeypatch.setattr(build, "outputs", lambda: {copy: next(iter(real.values()))})
-    monkeypatch.setattr(build, "ROOT", tmp_path)
-    assert build.main(["--check"]) == 1
+def test_check_mode_names_a_stale_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert build.main(["--root", str(tmp_path)]) == 0  # a checkout with every file current
+    assert build.main(["--check", "--root", str(tmp_path)]) == 0
+    capsys.readouterr()
+    (tmp_path / "grafana" / "dashboards" / "overview.json").write_text("{}\n")
+    assert build.main(["--check", "--root", str(tmp_path)]) == 1
+    assert capsys.readouterr().err == "out of date: grafana/dashboards/overview.json\n"
 
 
 @pytest.mark.parametrize("name", list(DASHBOARDS))

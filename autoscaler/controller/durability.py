@@ -21,9 +21,8 @@ unknown is never reported as a risk, nor as its absence.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 from redis.asyncio import Redis
 
@@ -33,13 +32,12 @@ from autoscaler.metrics import DURABILITY_RISKS, ControllerMetrics
 from autoscaler.redisqueue import Durability, read_durability
 from autoscaler.workload import WorkloadRef
 
+from .periodic import Record, ServerWatch, by_server
 from .workload import Workload
 
 logger = logging.getLogger(__name__)
 
 EVENT_REASON = "RedisDurabilityRisk"
-LEADER_POLL_S = 1.0  # a standby checks this often whether it leads (the first round's delay)
-Record = Callable[[Workload, str, str], None]  # (workload, Event reason, message): a Warning
 
 
 def durability_risks(durability: Durability) -> dict[str, str]:
@@ -53,7 +51,7 @@ def durability_risks(durability: Durability) -> dict[str, str]:
     return {risk: messages[risk] for risk, on in durability.risks().items() if on}
 
 
-class DurabilityWatch:
+class DurabilityWatch(ServerWatch):
     """Durability risks of the queues' Redis servers; see the module docstring."""
 
     def __init__(
@@ -63,35 +61,15 @@ class DurabilityWatch:
         *,
         interval_s: float = 300.0,
     ) -> None:
-        self.redis_for = redis_for
-        self.metrics = metrics
-        self.interval_s = interval_s
+        super().__init__(redis_for, metrics, interval_s=interval_s)
         self.risks: dict[WorkloadRef, frozenset[str]] = {}  # last told, per workload
-
-    async def run(
-        self,
-        workloads: Callable[[], Iterable[Workload]],
-        record: Record,
-        is_leader: Callable[[], bool],
-    ) -> None:
-        """A round when leading starts (the first right away), then every ``interval_s``;
-        until cancelled."""
-        while True:
-            if is_leader():
-                await self.check(list(workloads()), record)
-                await asyncio.sleep(self.interval_s)
-            else:
-                await asyncio.sleep(LEADER_POLL_S)
 
     async def check(self, workloads: list[Workload], record: Record) -> None:
         """One round: one reading per server, then each workload's metric and Events."""
-        by_server: dict[str | None, list[Workload]] = {}
-        for w in workloads:
-            for url in {t.redis_url for t in (w.spec.redis_triggers if w.spec else ())}:
-                by_server.setdefault(url, []).append(w)
+        servers = by_server(workloads, lambda w: w.spec.redis_triggers if w.spec else ())
         present = {w.ref for w in workloads}
         self.risks = {ref: r for ref, r in self.risks.items() if ref in present}
-        for url, members in by_server.items():
+        for url, members in servers.items():
             try:
                 found = durability_risks(await read_durability(self.redis_for(url)))
             except AutoscalerError as e:

@@ -18,9 +18,8 @@ OOM killer stops it), so its watermarks could never fire: a Warning Event
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 
 from redis.asyncio import Redis
 
@@ -31,7 +30,7 @@ from autoscaler.policy import Reading, RedisTrigger, Trigger
 from autoscaler.redisqueue import read_memory
 from autoscaler.workload import WorkloadRef
 
-from .durability import LEADER_POLL_S, Record
+from .periodic import Record, ServerWatch, by_server
 from .workload import Workload
 
 logger = logging.getLogger(__name__)
@@ -47,7 +46,7 @@ def _watched(w: Workload) -> list[RedisTrigger]:
     return [t for t in (w.spec.redis_triggers if w.spec else ()) if t.memory_high is not None]
 
 
-class MemoryWatch:
+class MemoryWatch(ServerWatch):
     """Memory ratios of the queues' Redis servers; see the module docstring."""
 
     def __init__(
@@ -57,9 +56,7 @@ class MemoryWatch:
         *,
         interval_s: float = 15.0,
     ) -> None:
-        self.redis_for = redis_for
-        self.metrics = metrics
-        self.interval_s = interval_s
+        super().__init__(redis_for, metrics, interval_s=interval_s)
         self.ratios: dict[str | None, float] = {}  # by trigger redis_url (None: the default)
         self._unlimited: set[WorkloadRef] = set()  # told: maxmemory 0
 
@@ -79,30 +76,13 @@ class MemoryWatch:
                 out[i] = reading._replace(memory_ratio=ratio)
         return out
 
-    async def run(
-        self,
-        workloads: Callable[[], Iterable[Workload]],
-        record: Record,
-        is_leader: Callable[[], bool],
-    ) -> None:
-        """A round every ``interval_s`` while leading; until cancelled."""
-        while True:
-            if is_leader():
-                await self.check(list(workloads()), record)
-                await asyncio.sleep(self.interval_s)
-            else:
-                await asyncio.sleep(LEADER_POLL_S)
-
     async def check(self, workloads: list[Workload], record: Record) -> None:
         """One round: one ``INFO memory`` per watched server, then ratios, metrics, Events."""
-        by_server: dict[str | None, list[Workload]] = {}
-        for w in workloads:
-            for url in {t.redis_url for t in _watched(w)}:
-                by_server.setdefault(url, []).append(w)
-        for url in set(self.ratios) - set(by_server):
+        servers = by_server(workloads, _watched)
+        for url in set(self.ratios) - set(servers):
             del self.ratios[url]
         self._unlimited &= {w.ref for w in workloads}
-        for url, members in by_server.items():
+        for url, members in servers.items():
             try:
                 memory = await read_memory(self.redis_for(url))
             except AutoscalerError as e:

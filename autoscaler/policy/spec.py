@@ -14,8 +14,24 @@ from enum import StrEnum
 from autoscaler.policy.schedule import Schedule
 
 
+class _CountsMessages:
+    """``target`` and ``activation`` (the policy's names) of a trigger counting messages."""
+
+    __slots__ = ()
+    messages_per_replica: float
+    activation_messages: float
+
+    @property
+    def target(self) -> float:
+        return self.messages_per_replica
+
+    @property
+    def activation(self) -> float:
+        return self.activation_messages
+
+
 @dataclass(frozen=True, slots=True)
-class RedisTrigger:
+class RedisTrigger(_CountsMessages):
     """Scale on the length of one or more Redis lists.
 
     ``value = backlog (+ in-flight when count_in_flight)``; replicas ``ceil(value / target)``.
@@ -36,14 +52,6 @@ class RedisTrigger:
         return "redis:" + ",".join(self.lists)
 
     @property
-    def target(self) -> float:
-        return self.messages_per_replica
-
-    @property
-    def activation(self) -> float:
-        return self.activation_messages
-
-    @property
     def queues(self) -> tuple[str, ...]:
         """The names consumers register under (the drain protocol's registry)."""
         return self.lists
@@ -56,7 +64,7 @@ STREAM_LOADS = ("lag+pending", "lag", "pending", "length")
 
 
 @dataclass(frozen=True, slots=True)
-class RedisStreamTrigger:
+class RedisStreamTrigger(_CountsMessages):
     """Scale on Redis Streams read by one consumer group.
 
     ``value`` is the sum over ``streams`` of the ``load`` (one of ``STREAM_LOADS``);
@@ -74,14 +82,6 @@ class RedisStreamTrigger:
     @property
     def name(self) -> str:
         return "redis-stream:" + ",".join(self.streams)
-
-    @property
-    def target(self) -> float:
-        return self.messages_per_replica
-
-    @property
-    def activation(self) -> float:
-        return self.activation_messages
 
     @property
     def queues(self) -> tuple[str, ...]:

@@ -28,6 +28,7 @@ from tests.cluster.api import Api, Obj, eventually
 from tests.cluster.conftest import Cluster
 from tests.cluster.node import NodeEmulator
 from tests.e2e import LIVE, Proc
+from tests.kubeutil import workload
 from tests.processor import Processor
 
 AUTOSCALER = Path(sys.executable).parent / "autoscaler"  # the console script
@@ -62,44 +63,22 @@ def worker(
 ) -> Obj:
     """A worker Deployment (or StatefulSet) with the example's containers and our annotations
     (keyword ``min_replicas="1"`` → ``queue-autoscaler.io/min-replicas: "1"``)."""
-    labels = {"app": name}
-    spec: Obj = {
-        "replicas": replicas,
-        "selector": {"matchLabels": labels},
-        "template": {
-            "metadata": {"labels": labels},
-            "spec": {
-                "terminationGracePeriodSeconds": grace_s,
-                "containers": [
-                    {"name": "processor", "image": "python:3.11-slim"},
-                    {
-                        "name": "consumer",
-                        "image": "queue-autoscaler",
-                        "args": args,
-                        "env": [
-                            {
-                                "name": "POD_NAME",
-                                "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}},
-                            }
-                        ],
-                    },
+    pod = {
+        "terminationGracePeriodSeconds": grace_s,
+        "containers": [
+            {"name": "processor", "image": "python:3.11-slim"},
+            {
+                "name": "consumer",
+                "image": "queue-autoscaler",
+                "args": args,
+                "env": [
+                    {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
                 ],
             },
-        },
+        ],
     }
-    if kind == "StatefulSet":
-        spec["serviceName"] = name
-    return {
-        "apiVersion": "apps/v1",
-        "kind": kind,
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": {ENABLED: "true"},
-            "annotations": {PREFIX + k.replace("_", "-"): v for k, v in annotations.items()},
-        },
-        "spec": spec,
-    }
+    keys = {PREFIX + k.replace("_", "-"): v for k, v in annotations.items()}
+    return workload(kind, name, namespace=namespace, replicas=replicas, annotations=keys, pod=pod)
 
 
 async def start_controller(

@@ -272,16 +272,24 @@ def report(
     name: str, r: Rig, ids: set[int], dead: list[bytes], recovery_s: float
 ) -> dict[str, Any]:
     dead_ids = {ident(m) for m in dead}
-    accepted = r.recorder.accepted
+    return account(name, r.recorder, ids, dead_ids, recovery_s, r.restarts)
+
+
+def account(
+    name: str, recorder: Recorder, ids: set[int], dead: set[int], recovery_s: float, restarts: int
+) -> dict[str, Any]:
+    """The fault matrix's row, counted by message id: what was produced, accepted by the
+    processor (once or more), dead-lettered, and lost (none of those)."""
+    accepted = recorder.accepted
     row = {
         "fault": name,
         "produced": len(ids),
         "processed": len(set(accepted) & ids),
         "duplicated": sum(accepted.values()) - len(set(accepted)),
-        "lost": len(ids - set(accepted) - dead_ids),
-        "dead_lettered": len(dead_ids),
+        "lost": len(ids - set(accepted) - dead),
+        "dead_lettered": len(dead),
         "recovery_s": round(recovery_s, 1),
-        "restarts": r.restarts,
+        "restarts": restarts,
     }
     ROWS.append(row)
     print(f"FAULT {json.dumps(row)}")

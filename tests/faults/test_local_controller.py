@@ -29,7 +29,7 @@ from autoscaler import keys
 from autoscaler.keys import Command
 from autoscaler.redisqueue.registry import read_registry
 from tests.e2e import Proc, eventually
-from tests.faults.harness import ROWS, DurableRedis, Q, Recorder, message
+from tests.faults.harness import DurableRedis, Q, Recorder, account, message
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -111,8 +111,9 @@ class LocalRig:
                          tuple(self.controllers))  # fmt: skip
 
 
-def local_file(path: Path, recorder_url: str, sidecar_flags: tuple[str, ...] = (),
-               **spec: str) -> None:
+def local_file(
+    path: Path, recorder_url: str, sidecar_flags: tuple[str, ...] = (), /, **spec: str
+) -> None:
     sidecar = [
         sys.executable, "-m", "autoscaler", "consume", "--redis-url", "{redis_url}",
         "--queue", "{queue}", "--id", "{replica_id}", "--forward", recorder_url,
@@ -127,8 +128,9 @@ def local_file(path: Path, recorder_url: str, sidecar_flags: tuple[str, ...] = (
 
 
 @contextlib.asynccontextmanager
-async def local_rig(durable: DurableRedis, tmp: Path, sidecar_flags: tuple[str, ...] = (),
-                    **spec: str) -> AsyncIterator[LocalRig]:
+async def local_rig(
+    durable: DurableRedis, tmp: Path, sidecar_flags: tuple[str, ...] = (), /, **spec: str
+) -> AsyncIterator[LocalRig]:
     recorder = Recorder(latency_s=0.02)
     await recorder.start()
     client = aioredis.Redis.from_url(durable.url)
@@ -149,20 +151,7 @@ async def local_rig(durable: DurableRedis, tmp: Path, sidecar_flags: tuple[str, 
 
 
 def row(name: str, r: LocalRig, ids: set[int], dead: set[int], recovery_s: float) -> dict[str, Any]:
-    accepted = r.recorder.accepted
-    out = {
-        "fault": name,
-        "produced": len(ids),
-        "processed": len(set(accepted) & ids),
-        "duplicated": sum(accepted.values()) - len(set(accepted)),
-        "lost": len(ids - set(accepted) - dead),
-        "dead_lettered": len(dead),
-        "recovery_s": round(recovery_s, 1),
-        "restarts": 0,
-    }
-    ROWS.append(out)
-    print(f"FAULT {json.dumps(out)}")
-    return out
+    return account(name, r.recorder, ids, dead, recovery_s, restarts=0)
 
 
 async def produce(r: LocalRig, ids: range, **extra: object) -> set[int]:
@@ -273,10 +262,15 @@ async def test_redis_sigstopped_with_a_drain_in_progress(
         await eventually(released, 30, "no consumer left told to drain", (controller,))
         await r.quiet()
         recovery = time.monotonic() - ended  # every id settled, the drain over, nothing held
-        now = r.consumers()
         assert controller.process.returncode is None  # the controller rode the stall out
+
+        async def only_live_processes() -> bool:
+            """The drained victims have exited; each sidecar left holds a live lease."""
+            return sorted(r.consumers().values()) == await r.live_ids()
+
+        await eventually(only_live_processes, 30, "each sidecar left live", (controller,))
+        now = r.consumers()
         assert set(now) <= set(before), (before, now)  # survivors kept their process
-        assert sorted(now.values()) == await r.live_ids(), (now, await r.live_ids())
         result = row("Redis SIGSTOP 4 s with a drain in progress (reply timeouts 1.5/2 s)",
                      r, ids, await r.dead(), recovery)  # fmt: skip
         assert result["lost"] == 0 and result["dead_lettered"] == 0, result
