@@ -55,7 +55,7 @@ class CountingTarget:
     ref: WorkloadRef
     writes: list[str] = field(default_factory=list)
 
-    async def scale(self, replicas: int) -> None:
+    async def scale(self, replicas: int, *, expected: int | None = None) -> None:
         self.writes.append("scale")
 
     async def replicas(self) -> list[ReplicaInfo]:
@@ -156,7 +156,7 @@ async def bench_scrape(metrics: ControllerMetrics) -> dict[str, float]:
 
 
 async def move_every_queue(client: aioredis.Redis, n: int, cycle: int) -> None:
-    await client.eval(MOVE, 0, n, cycle)  # type: ignore[misc]
+    await client.eval(MOVE, 0, n, cycle)
 
 
 async def bench_controller(
@@ -180,6 +180,9 @@ async def bench_controller(
         replicas = max(1, -(-(i % 7 + 1) // 2))
         controller.apply(WorkloadEvent(WorkloadRef("bench", f"w{i}"), annotations, replicas))
     await controller.cycle()  # warm up: loads the script, first statuses
+    await asyncio.sleep(0)
+    while controller.statuses.pending:  # written one at a time (controller.statuses)
+        await asyncio.sleep(0)
     await asyncio.sleep(0)
     per_workload = (tracemalloc.get_traced_memory()[0] - before_mem) / n
     tracemalloc.stop()

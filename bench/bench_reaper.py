@@ -25,8 +25,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from bench_cycle import lua_read_floor, start_redis
 
-from autoscaler import keys
-from autoscaler import redisqueue as rq
+from autoscaler import keys, redisqueue
 from autoscaler.drain import Reaper
 from autoscaler.metrics import ControllerMetrics
 
@@ -81,7 +80,7 @@ async def main(url: str, n: int) -> None:
 
     async def per_queue() -> None:
         for q in queues:
-            await rq.read_registry(client, q)
+            await redisqueue.read_registry(client, q)
 
     rows.append(("before: registry per queue", await cpu_ms(per_queue, 1)))
     base = statistics.median(rows[1][1])

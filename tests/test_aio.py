@@ -15,7 +15,7 @@ import sys
 import pytest
 import redis.asyncio as aioredis
 
-from autoscaler import redisqueue as rq
+from autoscaler import redisqueue
 from autoscaler.aio import cancel_guarded, guarded
 from autoscaler.consumer.heartbeat import Heartbeat
 from autoscaler.keys import ConsumerState
@@ -111,8 +111,8 @@ async def test_a_heartbeat_cancelled_at_any_moment_ends(redis_url: str) -> None:
     the guard about one in ten did not end.
     """
     client = aioredis.Redis.from_url(redis_url)
-    keys = rq.ConsumerKeys("hb-jobs", "hb-consumer")
-    registration = rq.Registration(keys, "", "token", 5, 1.0)
+    keys = redisqueue.ConsumerKeys("hb-jobs", "hb-consumer")
+    registration = redisqueue.Registration(keys, "", "token", 5, 1.0)
     rng = random.Random(11)
     try:
         for _ in range(120):

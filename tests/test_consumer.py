@@ -27,8 +27,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from autoscaler import keys
-from autoscaler import redisqueue as rq
+from autoscaler import keys, redisqueue
 from autoscaler.argtypes import non_negative_float
 from autoscaler.consumer import ConsumerMetrics, ConsumerSettings, Worker
 from autoscaler.consumer.cli import register, settings_from_args
@@ -101,7 +100,7 @@ async def consuming(
 
 
 async def state_of(redis: aioredis.Redis, consumer_id: str = "c1") -> ConsumerState | None:
-    infos = {i.consumer_id: i for i in await rq.read_registry(redis, Q)}
+    infos = {i.consumer_id: i for i in await redisqueue.read_registry(redis, Q)}
     info = infos.get(consumer_id)
     return info.state if info else None
 
@@ -127,7 +126,7 @@ async def test_acks_only_after_a_2xx(redis_client: aioredis.Redis) -> None:
         assert await redis_client.get(keys.processed_key(Q)) is None
 
         async def in_flight_is_1() -> bool:
-            return [i.in_flight for i in await rq.read_registry(redis_client, Q)] == [1]
+            return [i.in_flight for i in await redisqueue.read_registry(redis_client, Q)] == [1]
 
         await until(in_flight_is_1, "the registry to show 1 in flight")
         proc.release()
@@ -223,7 +222,7 @@ async def test_drain_finishes_held_takes_no_more_and_resumes_on_run(
     ):
         await redis_client.lpush(Q, b"m1", b"m2")
         await until(lambda: proc.in_progress == 2, "two messages held")
-        assert await rq.set_command(redis_client, "c1", Command.DRAIN)
+        assert await redisqueue.set_command(redis_client, "c1", Command.DRAIN)
         await until(lambda: c.worker.state is ConsumerState.DRAINING, "draining")
         await until(
             lambda: _is(state_of(redis_client), ConsumerState.DRAINING), "registry: draining"
@@ -236,7 +235,7 @@ async def test_drain_finishes_held_takes_no_more_and_resumes_on_run(
         labels = {"queue": Q, "queue_consumer_state": "drained"}
         assert c.registry.get_sample_value("queue_consumer_state", labels) == 1
 
-        assert await rq.set_command(redis_client, "c1", Command.RUN)
+        assert await redisqueue.set_command(redis_client, "c1", Command.RUN)
         await until(lambda: len(proc.accepted) == 4, "m3 and m4 after the drain is cancelled")
         assert await state_of(redis_client) is ConsumerState.RUNNING
 
@@ -250,7 +249,7 @@ async def test_drain_timeout_pushes_held_messages_back(redis_client: aioredis.Re
         await redis_client.lpush(Q, b"m1", b"m2")
         await until(lambda: proc.in_progress == 2, "two messages held")
         await redis_client.lpush(Q, b"m3")
-        await rq.set_command(redis_client, "c1", Command.DRAIN)
+        await redisqueue.set_command(redis_client, "c1", Command.DRAIN)
         await until(lambda: _is(state_of(redis_client), ConsumerState.DRAINED), "drained")
         assert sorted(await redis_client.lrange(Q, 0, -1)) == [b"m1", b"m2", b"m3"]
         assert (await redis_client.lrange(Q, 0, -1))[0] == b"m3"  # pushed back to the head
@@ -265,7 +264,7 @@ async def test_a_fast_stream_drains_without_loss_or_duplicates(
     await redis_client.lpush(Q, *messages)
     async with Processor() as proc, consuming(redis_client, proc.url) as c:
         await until(lambda: len(proc.accepted) >= 100, "100 messages processed")
-        await rq.set_command(redis_client, "c1", Command.DRAIN)
+        await redisqueue.set_command(redis_client, "c1", Command.DRAIN)
         await until(lambda: c.worker.state is ConsumerState.DRAINED, "drained")
         left = await redis_client.lrange(Q, 0, -1)
         assert sorted([*proc.accepted, *left]) == messages
@@ -300,14 +299,18 @@ async def test_lease_expires_after_a_crash_and_the_reaper_requeues(
             await c.task
 
         async def lease_dead() -> bool:
-            return [i.lease_alive for i in await rq.read_registry(redis_client, Q)] == [False]
+            return [i.lease_alive for i in await redisqueue.read_registry(redis_client, Q)] == [
+                False
+            ]
 
         await until(lease_dead, "the lease to expire")
-        ck = rq.ConsumerKeys(Q, "c1")
-        result = await rq.requeue(redis_client, ck, max_deliveries=5, reason="r", forget=True)
-        assert result == rq.Requeued(0, 0, quarantined=1)  # held alone: the suspect
+        ck = redisqueue.ConsumerKeys(Q, "c1")
+        result = await redisqueue.requeue(
+            redis_client, ck, max_deliveries=5, reason="r", forget=True
+        )
+        assert result == redisqueue.Requeued(0, 0, quarantined=1)  # held alone: the suspect
         assert await redis_client.lrange(ck.quarantine, 0, -1) == [b"m"]
-        assert await rq.read_registry(redis_client, Q) == []
+        assert await redisqueue.read_registry(redis_client, Q) == []
 
 
 async def test_restart_under_the_same_id_quarantines_leftovers_first(
@@ -370,7 +373,7 @@ async def test_sigterm_drains_held_messages_and_exits_0(
     left = await redis_client.lrange(Q, 0, -1)
     assert sorted([*proc.accepted, *left]) == sorted(messages)  # nothing lost, no duplicate
     assert await held(redis_client, "sub-1") == []
-    (info,) = await rq.read_registry(redis_client, Q)
+    (info,) = await redisqueue.read_registry(redis_client, Q)
     assert info.state is ConsumerState.DRAINED and not info.lease_alive
     assert "drained in" in log.read_text()
 

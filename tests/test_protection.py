@@ -20,8 +20,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from autoscaler import keys
-from autoscaler import redisqueue as rq
+from autoscaler import keys, redisqueue
 from autoscaler.annotations import spec_with
 from autoscaler.consumer.logs import ConsumerLog
 from autoscaler.consumer.protection import (
@@ -101,7 +100,7 @@ def test_any_body_is_accepted_or_refused_with_a_value_error(body: bytes) -> None
     except ValueError as e:
         assert "\n" not in str(e)
     else:
-        assert 1 <= request.expires_in_s <= rq.MAX_PROTECTION_S
+        assert 1 <= request.expires_in_s <= redisqueue.MAX_PROTECTION_S
 
 
 @pytest.mark.parametrize(
@@ -244,7 +243,7 @@ async def test_the_sidecar_serves_protection_on_its_metrics_port(
                 await eventually(put, 10.0, "PUT /protection answered")
                 async with http.get(url) as reply:
                     assert (await reply.json())["enabled"]
-            (info,) = await rq.read_registry(redis_client, Q)
+            (info,) = await redisqueue.read_registry(redis_client, Q)
             assert info.consumer_id == "pod-7" and 299_000 <= info.protected_ms <= 300_000
         finally:
             process.terminate()
@@ -255,8 +254,8 @@ async def test_the_sidecar_serves_protection_on_its_metrics_port(
 # ---- the drain never picks a protected replica ---------------------------------------
 
 
-def _info(cid: str, in_flight: int, protected_ms: int = 0) -> rq.ConsumerInfo:
-    return rq.ConsumerInfo(cid, True, ConsumerState.RUNNING, None, in_flight, cid,
+def _info(cid: str, in_flight: int, protected_ms: int = 0) -> redisqueue.ConsumerInfo:
+    return redisqueue.ConsumerInfo(cid, True, ConsumerState.RUNNING, None, in_flight, cid,
                            protected_ms=protected_ms)  # fmt: skip
 
 

@@ -6,8 +6,7 @@ from __future__ import annotations
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
-from autoscaler import keys
-from autoscaler import redisqueue as rq
+from autoscaler import keys, redisqueue
 from autoscaler.drain import Reaper
 from autoscaler.keys import ConsumerState
 from autoscaler.metrics import ControllerMetrics
@@ -16,8 +15,8 @@ QUEUES = ["plain", "jobs:{orders}", "with space"]
 
 
 async def _register(redis: aioredis.Redis, queue: str, cid: str, *, alive: bool) -> None:
-    reg = rq.Registration(rq.ConsumerKeys(queue, cid), "pod", "token", 5, 0.0)
-    await rq.heartbeat(redis, reg, ConsumerState.RUNNING, 0, 60_000)
+    reg = redisqueue.Registration(redisqueue.ConsumerKeys(queue, cid), "pod", "token", 5, 0.0)
+    await redisqueue.heartbeat(redis, reg, ConsumerState.RUNNING, 0, 60_000)
     if not alive:
         await redis.delete(keys.lease_key(cid, queue))
 
@@ -28,7 +27,7 @@ async def test_dead_consumers_are_exactly_those_without_a_lease(
     for queue in QUEUES:
         await _register(redis_client, queue, "live", alive=True)
         await _register(redis_client, queue, "gone", alive=False)
-    found = await rq.dead_consumers(redis_client, [*QUEUES, "unused"])
+    found = await redisqueue.dead_consumers(redis_client, [*QUEUES, "unused"])
     assert sorted((i.queue, i.consumer_id, i.lease_alive) for i in found) == sorted(
         (q, "gone", False) for q in QUEUES
     )
@@ -50,5 +49,7 @@ async def test_reaper_returns_only_what_dead_consumers_held(
         back += await redis_client.lrange(keys.quarantine_key(queue), 0, -1)
         assert sorted(back) == [b"a", b"b"]
         assert await redis_client.lrange(keys.processing_key(queue, "live"), 0, -1) == [b"busy"]
-        assert [i.consumer_id for i in await rq.read_registry(redis_client, queue)] == ["live"]
+        assert [i.consumer_id for i in await redisqueue.read_registry(redis_client, queue)] == [
+            "live"
+        ]
     assert await reaper.reap(None, QUEUES) == 0  # forgotten: nothing found twice

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from autoscaler.controller.statuses import StatusWriter
-from autoscaler.workload import ReplicaInfo, WorkloadRef
+from autoscaler.workload import WorkloadRef
 
 
 @dataclass
@@ -26,13 +26,6 @@ class SlowTarget:
         await self.gate.wait()
         self.writes.append((self.name, status["n"]))
         self.in_flight[0] -= 1
-
-    async def scale(self, replicas: int) -> None: ...
-    async def replicas(self) -> list[ReplicaInfo]:
-        return []
-
-    async def set_deletion_cost(self, name: str, cost: int | None) -> None: ...
-    async def record_event(self, reason: str, message: str, *, warning: bool = False) -> None: ...
 
 
 async def test_latest_status_per_workload_one_write_at_a_time() -> None:

@@ -21,8 +21,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from autoscaler import keys
-from autoscaler import redisqueue as rq
+from autoscaler import keys, redisqueue
 from autoscaler.consumer import ConsumerMetrics, ConsumerSettings
 from autoscaler.consumer.cli import register, settings_from_args
 from autoscaler.consumer.stream import StreamOptions, StreamWorker
@@ -147,7 +146,7 @@ async def test_acks_after_a_2xx_and_counts_processed(redis_client: aioredis.Redi
     assert sorted(proc.accepted) == sorted(ids)
     assert all(s.count == 1 for s in proc.seen)
     assert await redis_client.get(keys.processed_key(S)) == b"20"
-    (info,) = await rq.read_registry(redis_client, S)  # registered under the stream's name
+    (info,) = await redisqueue.read_registry(redis_client, S)  # registered under the stream's name
     assert info.consumer_id == "c1" and info.state is ConsumerState.DRAINED
 
 
@@ -214,7 +213,7 @@ async def test_drain_hands_held_entries_back_uncharged_to_the_next_consumer(
         async with consuming(redis_client, proc.url, concurrency=2, drain_timeout_s=0.3,
                              min_idle_s=60) as first:  # fmt: skip
             await until(lambda: len(proc.seen) == 2, "two entries held")
-            assert await rq.set_command(redis_client, "c1", Command.DRAIN)
+            assert await redisqueue.set_command(redis_client, "c1", Command.DRAIN)
             await until(lambda: first.worker.state is ConsumerState.DRAINED, "drained")
             summary: Any = await redis_client.xpending_range(S, G, "-", "+", 10)
             assert {p["message_id"].decode() for p in summary} == set(ids[:2])

@@ -16,8 +16,7 @@ import pytest
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
-from autoscaler import keys
-from autoscaler import redisqueue as rq
+from autoscaler import keys, redisqueue
 from autoscaler.drain import Reaper
 from autoscaler.errors import QueueError
 from autoscaler.keys import Command, ConsumerState
@@ -42,7 +41,7 @@ def jobs(n: int, seconds: float = 0.0) -> list[bytes]:
 
 
 async def registry_state(redis: aioredis.Redis, cid: str) -> ConsumerState | None:
-    for info in await rq.read_registry(redis, Q):
+    for info in await redisqueue.read_registry(redis, Q):
         if info.consumer_id == cid:
             return info.state
     return None
@@ -72,7 +71,7 @@ async def test_messages_are_taken_acked_and_counted(
     assert [m.deliveries for m in seen] == [1] * 10
     assert seen[0].id == keys.message_digest(seen[0].body)
     assert await redis_client.get(keys.processed_key(Q)) == b"10"
-    (info,) = await rq.read_registry(redis_client, Q)
+    (info,) = await redisqueue.read_registry(redis_client, Q)
     assert info.state is ConsumerState.DRAINED and not info.lease_alive  # a clean exit
     assert await redis_client.llen(Q) == 0 and await processing(redis_client, "w1") == []
 
@@ -168,7 +167,7 @@ async def test_controller_drain_stops_taking_waits_for_acks_then_reports_drained
     sent = jobs(6)
     await redis_client.lpush(Q, *sent)
     held = [await anext(worker) for _ in range(2)]
-    await rq.set_command(redis_client, "w1", Command.DRAIN, Q)
+    await redisqueue.set_command(redis_client, "w1", Command.DRAIN, Q)
 
     async def draining() -> bool:
         return await registry_state(redis_client, "w1") is ConsumerState.DRAINING
@@ -187,7 +186,7 @@ async def test_controller_drain_stops_taking_waits_for_acks_then_reports_drained
     assert not nothing.done()
     assert await redis_client.llen(Q) == 4 and await processing(redis_client, "w1") == []
 
-    await rq.set_command(redis_client, "w1", Command.RUN, Q)  # the drain is cancelled
+    await redisqueue.set_command(redis_client, "w1", Command.RUN, Q)  # the drain is cancelled
     resumed = await asyncio.wait_for(nothing, 5.0)
     await resumed.ack()
     acked = [m.body for m in held] + [resumed.body]
@@ -201,7 +200,7 @@ async def test_drain_timeout_pushes_back_what_is_still_held(
     await redis_client.lpush(Q, *sent)
     async with fast(redis_url, "w1", concurrency=2, drain_timeout_s=0.2) as worker:
         held = [await anext(worker), await anext(worker)]
-        await rq.set_command(redis_client, "w1", Command.DRAIN, Q)
+        await redisqueue.set_command(redis_client, "w1", Command.DRAIN, Q)
 
         async def drained() -> bool:
             return await registry_state(redis_client, "w1") is ConsumerState.DRAINED
@@ -215,11 +214,11 @@ async def test_protect_is_seen_by_the_registry(
     worker: Worker, redis_client: aioredis.Redis
 ) -> None:
     await worker.protect(120)
-    (info,) = await rq.read_registry(redis_client, Q)
+    (info,) = await redisqueue.read_registry(redis_client, Q)
     assert 119_000 <= info.protected_ms <= 120_000
     assert 119 <= await worker.protection_s() <= 120
     await worker.protect(0)
-    (info,) = await rq.read_registry(redis_client, Q)
+    (info,) = await redisqueue.read_registry(redis_client, Q)
     assert info.protected_ms == 0
     with pytest.raises(ValueError, match=r"out of range 0\.\.172800"):
         await worker.protect(172_801)
@@ -267,7 +266,7 @@ class ExampleWorker:
 
 async def _until_in_flight(redis: aioredis.Redis, cid: str, n: int) -> None:
     async def holding() -> bool:
-        infos = {i.consumer_id: i for i in await rq.read_registry(redis, Q)}
+        infos = {i.consumer_id: i for i in await redisqueue.read_registry(redis, Q)}
         return cid in infos and infos[cid].in_flight == n
 
     await eventually(holding, 15.0, f"{cid} holding {n}")
@@ -287,7 +286,7 @@ async def test_sigterm_drains_a_worker_process_and_nothing_is_lost(
     queued = [json.loads(m)["id"] for m in await redis_client.lrange(Q, 0, -1)]
     assert sorted(done + queued) == sorted(ids)  # every id once: none lost, none twice
     assert await processing(redis_client, "pod-a") == []
-    (info,) = await rq.read_registry(redis_client, Q)
+    (info,) = await redisqueue.read_registry(redis_client, Q)
     assert info.state is ConsumerState.DRAINED and not info.lease_alive
 
 

@@ -22,14 +22,14 @@ from typing import TypeVar
 
 from redis.asyncio import Redis
 
-from autoscaler import keys
-from autoscaler import redisqueue as rq
+from autoscaler import keys, redisqueue
 from autoscaler.consumer.breaker import Breaker
 from autoscaler.consumer.forward import Answer, Forwarder
 from autoscaler.consumer.ledger import Ledger
 from autoscaler.consumer.metrics import ConsumerMetrics, Outcome
 from autoscaler.consumer.settings import ConsumerSettings
 from autoscaler.errors import QueueError
+from autoscaler.remote import backoff_delay
 
 T = TypeVar("T")
 
@@ -64,7 +64,7 @@ class MessageHandler:
         self._stopping = stopping
         self._rng = rng
 
-    async def process(self, delivery: rq.Delivery) -> bool:
+    async def process(self, delivery: redisqueue.Delivery) -> bool:
         """Deliver until the processor says 2xx (True: the caller acks) or the message
         left our hands: dead-lettered, pushed back by a drain, or taken by a reaper."""
         started = time.monotonic()
@@ -73,7 +73,7 @@ class MessageHandler:
         finally:
             self._metrics.processing_s.observe(time.monotonic() - started)
 
-    async def _deliver(self, delivery: rq.Delivery) -> bool:
+    async def _deliver(self, delivery: redisqueue.Delivery) -> bool:
         message, count = delivery.message, delivery.count
         if len(message) > self._s.max_message_bytes:
             reason = (
@@ -107,13 +107,13 @@ class MessageHandler:
         return False
 
     async def ack(
-        self, message: bytes, *, take_next: bool, step: rq.Step | None = None
-    ) -> rq.Delivery | None:
+        self, message: bytes, *, take_next: bool, step: redisqueue.Step | None = None
+    ) -> redisqueue.Delivery | None:
         """Ack a processed message; with ``take_next``, the next delivery in the same trip.
         ``step`` makes the retries after a lost reply return the first run's answer."""
         held, following = await self.redis_op(
-            lambda: rq.ack(
-                self._redis, self._ck, message, take_next=take_next, step=step or rq.Step()
+            lambda: redisqueue.ack(
+                self._redis, self._ck, message, take_next=take_next, step=step or redisqueue.Step()
             )
         )
         self._metrics.count(Outcome.ACKED)
@@ -126,7 +126,9 @@ class MessageHandler:
         return following
 
     async def _reject(self, message: bytes, reason: str) -> None:
-        moved = await self.redis_op(lambda: rq.dead_letter(self._redis, self._ck, message, reason))
+        moved = await self.redis_op(
+            lambda: redisqueue.dead_letter(self._redis, self._ck, message, reason)
+        )
         if moved:
             self._metrics.count(Outcome.DEAD_LETTERED)
             self._log.warning(
@@ -136,18 +138,18 @@ class MessageHandler:
     async def _retry(self, message: bytes, count: int, reason: str) -> int:
         """After a failed delivery: the next delivery's count, or 0 when it left our hands."""
         verdict = await self.redis_op(
-            lambda: rq.fail(
+            lambda: redisqueue.fail(
                 self._redis, self._ck, message, reason, max_deliveries=self._s.max_deliveries
             )
         )
-        if verdict is rq.Verdict.DEAD:
+        if verdict is redisqueue.Verdict.DEAD:
             self._metrics.count(Outcome.DEAD_LETTERED)
             self._log.warning(
                 "dead-lettered message %s to %s after %d deliveries: %s",
                 _short(message), self._ck.dead, count, reason,
             )  # fmt: skip
             return 0
-        if verdict is rq.Verdict.GONE:
+        if verdict is redisqueue.Verdict.GONE:
             self._log.warning("message %s was taken back by a reaper meanwhile", _short(message))
             return 0
         self._metrics.count(Outcome.RETRIED)
@@ -159,17 +161,16 @@ class MessageHandler:
         if await self.pause(delay_s):
             await self.push_back(message)
             return 0
-        return await self.redis_op(lambda: rq.redeliver(self._redis, self._ck, message))
+        return await self.redis_op(lambda: redisqueue.redeliver(self._redis, self._ck, message))
 
     async def push_back(self, message: bytes) -> None:
         """Return a held message to the head of the queue, untouched (a drain began)."""
-        if await self.redis_op(lambda: rq.push_back(self._redis, self._ck, message)):
+        if await self.redis_op(lambda: redisqueue.push_back(self._redis, self._ck, message)):
             self._metrics.count(Outcome.PUSHED_BACK)
 
     def backoff_s(self, attempt: int) -> float:
         """Exponential in ``attempt`` (1-based) up to the cap; the upper half is jitter."""
-        ceiling = min(self._s.backoff_max_s, self._s.backoff_base_s * (1 << min(attempt - 1, 30)))
-        return ceiling / 2 + self._rng.uniform(0, ceiling / 2)
+        return backoff_delay(attempt, self._s.backoff_base_s, self._s.backoff_max_s, self._rng)
 
     async def pause(self, seconds: float) -> bool:
         """Sleep, cut short by a drain or a stop; True when it was cut short."""

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from redis.asyncio import Redis
 
-from autoscaler import redisqueue as rq
+from autoscaler import redisqueue
 from autoscaler.errors import QueueError
 from autoscaler.keys import Command, ConsumerState
 
@@ -27,7 +27,7 @@ class Heartbeat:
     def __init__(
         self,
         redis: Redis,
-        registration: rq.Registration,
+        registration: redisqueue.Registration,
         interval_s: float,
         lease_ms: int,
         *,
@@ -52,7 +52,7 @@ class Heartbeat:
         """One heartbeat; hands the command read back to ``on_command``. Raises QueueError."""
         state, in_flight = self._status()
         reg, lease_ms = self._registration, self._lease_ms
-        command = await rq.heartbeat(self._redis, reg, state, in_flight, lease_ms)
+        command = await redisqueue.heartbeat(self._redis, reg, state, in_flight, lease_ms)
         if command is not None:
             self._on_command(command)
 
@@ -78,4 +78,4 @@ class Heartbeat:
     async def release(self) -> None:
         """Drop the lease on exit, so the registry shows this consumer gone at once."""
         reg = self._registration
-        await rq.release_lease(self._redis, reg.keys.consumer_id, reg.token, reg.keys.queue)
+        await redisqueue.release_lease(self._redis, reg.keys.consumer_id, reg.token, reg.keys.queue)

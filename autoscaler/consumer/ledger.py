@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator
 
 from redis.asyncio import Redis
 
-from autoscaler import redisqueue as rq
+from autoscaler import redisqueue
 
 
 class Ledger:
@@ -46,10 +46,10 @@ class Ledger:
     def __len__(self) -> int:
         return self.held.total()
 
-    def step(self, slot: int) -> rq.Step:
+    def step(self, slot: int) -> redisqueue.Step:
         """A fresh token for one logical ack/take of ``slot`` (kept across its retries)."""
         self._seq += 1
-        return rq.Step(str(slot), f"{self._incarnation}-{self._seq}")
+        return redisqueue.Step(str(slot), f"{self._incarnation}-{self._seq}")
 
     @contextlib.asynccontextmanager
     async def door(self) -> AsyncIterator[None]:
@@ -64,7 +64,7 @@ class Ledger:
             if not self._steps:
                 self._idle.set()
 
-    def took(self, delivery: rq.Delivery | None) -> None:
+    def took(self, delivery: redisqueue.Delivery | None) -> None:
         if delivery is not None:
             self.held[delivery.message] += 1
 
@@ -79,16 +79,16 @@ class Ledger:
         """Everything held was pushed back (a drain, a stop)."""
         self.held.clear()
 
-    async def reconcile(self, redis: Redis, keys: rq.ConsumerKeys) -> int:
+    async def reconcile(self, redis: Redis, keys: redisqueue.ConsumerKeys) -> int:
         """Return the orphans of the processing list to the queue; how many. Raises
         QueueError (then stays ``dirty``)."""
         self._open.clear()
         try:
             await self._idle.wait()
-            if not self.dirty and await rq.held_count(redis, keys) == len(self):
+            if not self.dirty and await redisqueue.held_count(redis, keys) == len(self):
                 return 0
-            orphans = Counter(await rq.held(redis, keys)) - self.held
-            returned = await rq.push_back(redis, keys, *orphans.elements(), uncharge=True)
+            orphans = Counter(await redisqueue.held(redis, keys)) - self.held
+            returned = await redisqueue.push_back(redis, keys, *orphans.elements(), uncharge=True)
             self.dirty = False
             return returned
         finally:

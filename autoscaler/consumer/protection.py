@@ -29,7 +29,7 @@ from typing import Any
 from aiohttp import web
 from redis.asyncio import Redis
 
-from autoscaler import redisqueue as rq
+from autoscaler import redisqueue
 from autoscaler.errors import QueueError
 
 DEFAULT_PROTECTION_S = 7200  # as ECS's default of 120 minutes
@@ -63,8 +63,10 @@ def parse_request(body: bytes) -> ProtectionRequest:
     if isinstance(seconds, bool) or not isinstance(seconds, int):
         raise ValueError(f"expiresInSeconds: must be a whole number of seconds, "
                          f"not {json.dumps(seconds)[:40]}")  # fmt: skip
-    if not 1 <= seconds <= rq.MAX_PROTECTION_S:
-        raise ValueError(f"expiresInSeconds: {seconds} is out of range 1..{rq.MAX_PROTECTION_S}")
+    if not 1 <= seconds <= redisqueue.MAX_PROTECTION_S:
+        raise ValueError(
+            f"expiresInSeconds: {seconds} is out of range 1..{redisqueue.MAX_PROTECTION_S}"
+        )
     return ProtectionRequest(enabled, seconds)
 
 
@@ -114,7 +116,7 @@ class ProtectionEndpoint:
             return _error(400, f"PUT /protection: {e}")
         seconds = wanted.expires_in_s if wanted.enabled else 0
         try:
-            remaining_ms = await rq.protect(redis, self.consumer_id, seconds, self.queue)
+            remaining_ms = await redisqueue.protect(redis, self.consumer_id, seconds, self.queue)
         except QueueError as e:
             return _error(503, f"could not record the protection in Redis: {e}")
         if wanted.enabled:
@@ -128,7 +130,7 @@ class ProtectionEndpoint:
         if isinstance(redis, web.Response):
             return redis
         try:
-            remaining_ms = await rq.protection_ms(redis, self.consumer_id, self.queue)
+            remaining_ms = await redisqueue.protection_ms(redis, self.consumer_id, self.queue)
         except QueueError as e:
             return _error(503, f"could not read the protection from Redis: {e}")
         return web.json_response(describe(remaining_ms, time.time()))

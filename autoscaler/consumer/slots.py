@@ -30,7 +30,7 @@ from collections.abc import Callable
 from asyncio_throttle.throttler import Throttler
 from redis.asyncio import Redis
 
-from autoscaler import redisqueue as rq
+from autoscaler import redisqueue
 from autoscaler.consumer.breaker import Breaker
 from autoscaler.consumer.handler import MessageHandler
 from autoscaler.consumer.ledger import Ledger
@@ -38,7 +38,7 @@ from autoscaler.consumer.metrics import ConsumerMetrics
 from autoscaler.consumer.settings import ConsumerSettings
 from autoscaler.errors import QueueError
 
-Ahead = asyncio.Task[rq.Delivery | None]
+Ahead = asyncio.Task[redisqueue.Delivery | None]
 
 # A single slot takes ahead while its processor answered within this (seconds).
 TAKE_AHEAD_BELOW_S = 0.005
@@ -95,7 +95,7 @@ class Slots:
         self._on_exit(task)
 
     async def _run(self, slot: int) -> None:
-        current: rq.Delivery | None = None
+        current: redisqueue.Delivery | None = None
         ahead: Ahead | None = None
         took_s = float("inf")  # how long the processor took last time
         try:
@@ -135,7 +135,7 @@ class Slots:
     def _may_take_ahead(self, took_s: float) -> bool:
         return self._s.concurrency == 1 and took_s < TAKE_AHEAD_BELOW_S and self._may_take()
 
-    async def _process(self, delivery: rq.Delivery) -> bool:
+    async def _process(self, delivery: redisqueue.Delivery) -> bool:
         self.in_flight += 1
         self._metrics.in_flight.set(self.in_flight)
         try:
@@ -144,7 +144,7 @@ class Slots:
             self.in_flight -= 1
             self._metrics.in_flight.set(self.in_flight)
 
-    async def _ack(self, slot: int, message: bytes, take_next: bool) -> rq.Delivery | None:
+    async def _ack(self, slot: int, message: bytes, take_next: bool) -> redisqueue.Delivery | None:
         async with self._ledger.door():
             step = self._ledger.step(slot)
             following = await self._handler.ack(message, take_next=take_next, step=step)
@@ -152,24 +152,28 @@ class Slots:
             self._ledger.took(following)
         return following
 
-    async def _take_now(self, slot: int) -> rq.Delivery | None:
+    async def _take_now(self, slot: int) -> redisqueue.Delivery | None:
         async with self._ledger.door():
             try:
-                delivery = await rq.take_now(self._redis, self._s.keys, self._ledger.step(slot))
+                delivery = await redisqueue.take_now(
+                    self._redis, self._s.keys, self._ledger.step(slot)
+                )
             except QueueError as e:
                 self._handler.redis_failed(e, 1)  # a lost reply may have taken one
                 return None  # the blocking take that follows reports and backs off
             self._ledger.took(delivery)
         return delivery
 
-    async def _take(self, slot: int) -> rq.Delivery | None:
+    async def _take(self, slot: int) -> redisqueue.Delivery | None:
         """Wait up to the take timeout for a message; back off after a Redis error."""
         if self._throttler is not None:
             await self._throttler.acquire()  # type: ignore[no-untyped-call]
         async with self._ledger.door():
             step = self._ledger.step(slot)
             try:
-                delivery = await rq.take(self._redis, self._s.keys, self._s.take_timeout_s, step)
+                delivery = await redisqueue.take(
+                    self._redis, self._s.keys, self._s.take_timeout_s, step
+                )
             except QueueError as e:
                 self._take_failures += 1
                 self._handler.redis_failed(e, self._take_failures)

@@ -37,7 +37,7 @@ from dataclasses import dataclass, replace
 import aiohttp
 from redis.asyncio import Redis
 
-from autoscaler import redisqueue as rq
+from autoscaler import redisqueue
 from autoscaler.consumer.forward import Answer, Forwarder
 from autoscaler.consumer.handler import MessageHandler
 from autoscaler.consumer.metrics import ConsumerMetrics, Outcome
@@ -174,7 +174,7 @@ class StreamSlots(Slots):
             if entry is None:
                 continue
             self.held[entry.entry_id] = entry
-            self._ledger.took(rq.Delivery(entry.entry_id.encode(), entry.count))
+            self._ledger.took(redisqueue.Delivery(entry.entry_id.encode(), entry.count))
             self.in_flight += 1
             self._metrics.in_flight.set(self.in_flight)
             try:

@@ -36,7 +36,7 @@ import aiohttp
 from asyncio_throttle.throttler import Throttler
 from redis.asyncio import Redis
 
-from autoscaler import redisqueue as rq
+from autoscaler import redisqueue
 from autoscaler.consumer.breaker import Breaker
 from autoscaler.consumer.forward import Forwarder
 from autoscaler.consumer.handler import MessageHandler
@@ -95,7 +95,7 @@ class Worker:
         )  # fmt: skip
         self._ledger = Ledger()
         self._handler, self._slots = self._backend(forwarder, rng)
-        registration = rq.Registration(
+        registration = redisqueue.Registration(
             settings.keys, settings.pod_name, secrets.token_hex(8),
             settings.max_deliveries, round(time.time(), 3),
         )  # fmt: skip
@@ -171,7 +171,7 @@ class Worker:
     async def _check_durability(self) -> None:
         """Warn (log, metric) when this Redis can lose messages; never fatal."""
         try:
-            durability = await rq.read_durability(self._redis)
+            durability = await redisqueue.read_durability(self._redis)
         except QueueError as e:
             self._log.warning("could not read the Redis persistence settings: %s", e)
             return
@@ -200,7 +200,7 @@ class Worker:
                 )  # fmt: skip
 
     async def _recover(self) -> None:
-        result = await rq.requeue(
+        result = await redisqueue.requeue(
             self._redis, self._s.keys, max_deliveries=self._s.max_deliveries,
             reason=f"delivered {self._s.max_deliveries} times; its consumer restarted",
             force=True,
@@ -264,7 +264,7 @@ class Worker:
         """Return the whole processing list to the queue head; it holds only unfinished work."""
         for attempt in range(1, PUSH_BACK_ATTEMPTS + 1):
             try:
-                result = await rq.requeue(
+                result = await redisqueue.requeue(
                     self._redis, self._s.keys, max_deliveries=0, reason="", force=True
                 )
             except QueueError as e:

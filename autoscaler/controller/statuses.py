@@ -15,11 +15,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Coroutine, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from autoscaler.errors import AutoscalerError
 from autoscaler.logs import log_event
-from autoscaler.targets import Target
 from autoscaler.workload import WorkloadRef
 
 logger = logging.getLogger(__name__)
@@ -27,19 +26,25 @@ logger = logging.getLogger(__name__)
 Spawn = Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]]
 
 
+class StatusTarget(Protocol):
+    """All a status write needs of a ``Target``."""
+
+    async def write_status(self, status: Mapping[str, object]) -> None: ...
+
+
 class StatusWriter:
     """Latest status per workload, written by one task at a time (lowest priority)."""
 
     def __init__(self, spawn: Spawn) -> None:
         self._spawn = spawn
-        self._pending: dict[WorkloadRef, tuple[Target, Mapping[str, object]]] = {}
+        self._pending: dict[WorkloadRef, tuple[StatusTarget, Mapping[str, object]]] = {}
         self._task: asyncio.Task[None] | None = None
 
     @property
     def pending(self) -> int:
         return len(self._pending)
 
-    def submit(self, ref: WorkloadRef, target: Target, status: Mapping[str, object]) -> None:
+    def submit(self, ref: WorkloadRef, target: StatusTarget, status: Mapping[str, object]) -> None:
         """Write ``status`` soon; replaces any status of ``ref`` not yet written."""
         self._pending.pop(ref, None)  # re-queued at the back: the oldest goes first
         self._pending[ref] = (target, status)

@@ -55,6 +55,7 @@ from autoscaler.redisqueue.registry import (
     read_registry,
     release_lease,
     set_command,
+    told_to_drain,
 )
 
 __all__ = [
@@ -88,4 +89,5 @@ __all__ = [
     "set_command",
     "take",
     "take_now",
+    "told_to_drain",
 ]

@@ -171,12 +171,7 @@ async def dead_consumers(redis: Redis, queues: Sequence[str]) -> list[ConsumerIn
     The reaper's read: one script per ``REAP_CHUNK_QUEUES`` queues, all pipelined; only the
     dead come back, so a pass over a healthy fleet parses an empty reply.
     """
-    calls = []
-    for start in range(0, len(queues), REAP_CHUNK_QUEUES):
-        part = queues[start : start + REAP_CHUNK_QUEUES]
-        plain = [q for q in part if q and "\n" not in q]
-        odd = [q for q in part if not q or "\n" in q]
-        calls.append([*_CONSUMERS, _LEASE_BASE, _HASH_BASE, "\n".join(plain), *odd])
+    calls = _chunked(queues, [*_CONSUMERS, _LEASE_BASE, _HASH_BASE])
     found: list[ConsumerInfo] = []
     for reply in await scripts.DEAD_CONSUMERS.many(redis, calls):
         if isinstance(reply, Exception):
@@ -186,6 +181,35 @@ async def dead_consumers(redis: Redis, queues: Sequence[str]) -> list[ConsumerIn
             fields = dict(zip(flat[::2], flat[1::2], strict=True))
             found.append(replace(parse_consumer(cid, fields, False), queue=queue))
     return found
+
+
+@translated
+async def told_to_drain(redis: Redis, queues: Sequence[str]) -> list[tuple[str, str]]:
+    """(queue, consumer id) of every registered consumer of ``queues`` whose command is
+    ``drain``, in one round trip: one script per ``REAP_CHUNK_QUEUES`` queues, pipelined.
+
+    A new leader's check for drains a dead leader left unfinished: over a fleet with none
+    the reply is empty, where a registry read per queue took 20,000 round trips at 10,000
+    queues and exhausted the connection pool ahead of the first scale writes."""
+    head = [*_CONSUMERS, _HASH_BASE, ConsumerField.COMMAND.value, Command.DRAIN.value]
+    found: list[tuple[str, str]] = []
+    for reply in await scripts.TOLD_TO_DRAIN.many(redis, _chunked(queues, head)):
+        if isinstance(reply, Exception):
+            raise reply
+        found.extend((_text(reply[i]), _text(reply[i + 1])) for i in range(0, len(reply), 2))
+    return found
+
+
+def _chunked(queues: Sequence[str], head: list[str]) -> list[list[str]]:
+    """The arguments of one registry script call per ``REAP_CHUNK_QUEUES`` queues: ``head``,
+    then the names joined by newlines, then each name that cannot be joined so."""
+    calls = []
+    for start in range(0, len(queues), REAP_CHUNK_QUEUES):
+        part = queues[start : start + REAP_CHUNK_QUEUES]
+        plain = [q for q in part if q and "\n" not in q]
+        odd = [q for q in part if not q or "\n" in q]
+        calls.append([*head, "\n".join(plain), *odd])
+    return calls
 
 
 def parse_consumer(

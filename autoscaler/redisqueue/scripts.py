@@ -264,3 +264,32 @@ for _, q in ipairs(names) do
 end
 return out
 """)
+# A new leader's check for drains a dead leader left unfinished: which registered
+# consumers are told ``drain``. No KEYS, names built as in DEAD_CONSUMERS: ARGV =
+# consumers-set prefix and suffix, registry-hash base, the command field, the drain
+# value, the queue names joined by newlines, then any name that cannot be joined.
+# -> {queue, id, ...} for those told to drain only: usually an empty array.
+TOLD_TO_DRAIN = Script("""
+local cp, cs, hb, field, drain = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local names = {}
+for q in string.gmatch(ARGV[6], '[^\\n]+') do names[#names + 1] = q end
+for i = 7, #ARGV do names[#names + 1] = ARGV[i] end
+local out = {}
+for _, q in ipairs(names) do
+  local slot = ''
+  local s = string.find(q, '{', 1, true)
+  if s then
+    local e = string.find(q, '}', s + 1, true)
+    if e and e > s + 1 then slot = '{' .. string.sub(q, s + 1, e - 1) .. '}:' end
+  end
+  local ids = redis.pcall('SMEMBERS', cp .. q .. cs)
+  if not ids.err then
+    for _, id in ipairs(ids) do
+      if redis.call('HGET', hb .. slot .. id, field) == drain then
+        out[#out + 1] = q; out[#out + 1] = id
+      end
+    end
+  end
+end
+return out
+""")

@@ -13,15 +13,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from redis.asyncio import Redis
 
-from autoscaler import keys
-from autoscaler import redisqueue as rq
+from autoscaler import keys, redisqueue
 from autoscaler.consumer.ledger import Ledger
 from autoscaler.errors import QueueError
+from autoscaler.remote import backoff_delay
 from autoscaler.worker.message import How, Message
 
 T = TypeVar("T")
@@ -36,7 +37,7 @@ class Held:
     def __init__(
         self,
         redis: Redis,
-        ck: rq.ConsumerKeys,
+        ck: redisqueue.ConsumerKeys,
         log: logging.LoggerAdapter[logging.Logger],
         *,
         concurrency: int,
@@ -71,7 +72,9 @@ class Held:
             async with self.ledger.door():
                 try:
                     step = self.ledger.step(slot)
-                    delivery = await rq.take(self._redis, self._ck, self._take_timeout_s, step)
+                    delivery = await redisqueue.take(
+                        self._redis, self._ck, self._take_timeout_s, step
+                    )
                 except QueueError as e:
                     self._redis_failed(e)
                 except BaseException:  # a cancelled ``anext``: a take in flight is an orphan
@@ -88,7 +91,9 @@ class Held:
             self._free.append(slot)
             if delivery is not None:
                 with contextlib.suppress(QueueError):  # else the drain's push-back does it
-                    await rq.push_back(self._redis, self._ck, delivery.message, uncharge=True)
+                    await redisqueue.push_back(
+                        self._redis, self._ck, delivery.message, uncharge=True
+                    )
                     self.ledger.left(delivery.message)
                 return None
         if self._failures:
@@ -105,9 +110,16 @@ class Held:
             if how == "ack":
                 async with self.ledger.door():
                     step = self.ledger.step(message.slot)
-                    held, _ = await self._retried(lambda: rq.ack(redis, ck, body, step=step))
+                    held, _ = await self._retried(
+                        lambda: redisqueue.ack(redis, ck, body, step=step)
+                    )
             elif how == "release":
-                held = await self._retried(lambda: rq.push_back(redis, ck, body, uncharge=True)) > 0
+                held = (
+                    await self._retried(
+                        lambda: redisqueue.push_back(redis, ck, body, uncharge=True)
+                    )
+                    > 0
+                )
             else:
                 held = await self._nack(body, reason)
         except BaseException:
@@ -124,7 +136,7 @@ class Held:
         wait); what is still held goes stale: its late ack returns False."""
         async with self._lock:  # no take in flight while the list goes back
             try:
-                result = await self._retried(lambda: rq.requeue(
+                result = await self._retried(lambda: redisqueue.requeue(
                     self._redis, self._ck, max_deliveries=0, reason="", force=True))  # fmt: skip
             except QueueError:
                 self._log.error("could not push back held messages: they stay in %s for a "
@@ -141,14 +153,14 @@ class Held:
     async def _nack(self, body: bytes, reason: str) -> bool:
         most = self._max_deliveries
         verdict = await self._retried(
-            lambda: rq.fail(self._redis, self._ck, body, reason, max_deliveries=most)
+            lambda: redisqueue.fail(self._redis, self._ck, body, reason, max_deliveries=most)
         )
-        if verdict is rq.Verdict.DEAD:
+        if verdict is redisqueue.Verdict.DEAD:
             self._log.warning("dead-lettered message %s to %s: %s",
                               keys.message_digest(body)[:12], self._ck.dead, reason)  # fmt: skip
-        elif verdict is rq.Verdict.RETRY:
-            await self._retried(lambda: rq.push_back(self._redis, self._ck, body))
-        return verdict is not rq.Verdict.GONE
+        elif verdict is redisqueue.Verdict.RETRY:
+            await self._retried(lambda: redisqueue.push_back(self._redis, self._ck, body))
+        return verdict is not redisqueue.Verdict.GONE
 
     async def _retried(self, op: Callable[[], Awaitable[T]]) -> T:
         """A Redis operation, retried (each is idempotent): QueueError after the last try."""
@@ -169,5 +181,9 @@ class Held:
             self._log.warning("redis failed (%d in a row): %s", self._failures, error)
 
 
+_RNG = random.Random()
+
+
 def _backoff_s(attempt: int) -> float:
-    return float(min(1.0, 0.05 * 2 ** (attempt - 1)))
+    """Between Redis retries: 0.05 s doubling to 1 s (the same jittered formula as the sidecar)."""
+    return backoff_delay(attempt, 0.05, 1.0, _RNG)

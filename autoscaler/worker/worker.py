@@ -28,8 +28,7 @@ from types import TracebackType
 
 from redis.asyncio import Redis
 
-from autoscaler import keys
-from autoscaler import redisqueue as rq
+from autoscaler import keys, redisqueue
 from autoscaler.consumer.heartbeat import Heartbeat
 from autoscaler.consumer.logs import ConsumerLog
 from autoscaler.errors import QueueError
@@ -83,7 +82,7 @@ class Worker:
         self._own_client = redis is None
         self._redis = redis or make_client(redis_url, connect_timeout_s=5.0, read_timeout_s=None,
                                            max_connections=2 * concurrency + 4)  # fmt: skip
-        self._keys = rq.ConsumerKeys(queue, cid, dead_letter)
+        self._keys = redisqueue.ConsumerKeys(queue, cid, dead_letter)
         self._max_deliveries, self._drain_timeout_s = max_deliveries, drain_timeout_s
         self._interval_s, self._handle_signals = heartbeat_interval_s, handle_signals
         self._log = ConsumerLog(logger, queue, cid)
@@ -95,7 +94,7 @@ class Worker:
         self._drain_requested, self._stops, self._ended = False, 0, False
         self._tasks: list[asyncio.Task[None]] = []
         self.state = ConsumerState.RUNNING
-        registration = rq.Registration(self._keys, pod or cid, secrets.token_hex(8),
+        registration = redisqueue.Registration(self._keys, pod or cid, secrets.token_hex(8),
                                        max_deliveries, round(time.time(), 3))  # fmt: skip
         lease_ms = round(heartbeat_interval_s * 3000)  # the lease lives 3 heartbeats
         self._heartbeat = Heartbeat(
@@ -152,7 +151,7 @@ class Worker:
             await self._held.push_back_all()
             self.state = ConsumerState.DRAINED
         try:
-            await rq.protect(self._redis, self.consumer_id, 0, self.queue)
+            await redisqueue.protect(self._redis, self.consumer_id, 0, self.queue)
             await self._heartbeat.beat()
             await self._heartbeat.release()
         except QueueError as e:
@@ -186,14 +185,14 @@ class Worker:
     async def protect(self, seconds: float = 7200) -> None:
         """Keep this worker's pod out of scale-downs for ``seconds`` (0 ends it early); it
         ends by itself. As the sidecar's ``PUT /protection``: at most 172800 (48 h)."""
-        _check(0 <= seconds <= rq.MAX_PROTECTION_S,
-               f"seconds: {seconds} is out of range 0..{rq.MAX_PROTECTION_S}")  # fmt: skip
-        await rq.protect(self._redis, self.consumer_id, seconds, self.queue)
+        _check(0 <= seconds <= redisqueue.MAX_PROTECTION_S,
+               f"seconds: {seconds} is out of range 0..{redisqueue.MAX_PROTECTION_S}")  # fmt: skip
+        await redisqueue.protect(self._redis, self.consumer_id, seconds, self.queue)
         self._log.info("scale-in protection %s", f"on for {seconds:g}s" if seconds else "off")
 
     async def protection_s(self) -> float:
         """Seconds of scale-in protection left (0: not protected)."""
-        return await rq.protection_ms(self._redis, self.consumer_id, self.queue) / 1000
+        return await redisqueue.protection_ms(self._redis, self.consumer_id, self.queue) / 1000
 
     # ---- drain and the background tasks ------------------------------------------------
 
@@ -226,7 +225,7 @@ class Worker:
                        time.monotonic() - started, interrupted, pushed)  # fmt: skip
 
     async def _recover(self) -> None:
-        result = await rq.requeue(
+        result = await redisqueue.requeue(
             self._redis, self._keys, max_deliveries=self._max_deliveries, force=True,
             reason=f"delivered {self._max_deliveries} times; its consumer restarted",
         )  # fmt: skip
@@ -237,7 +236,7 @@ class Worker:
 
     async def _warn_durability(self) -> None:
         try:
-            durability = await rq.read_durability(self._redis)
+            durability = await redisqueue.read_durability(self._redis)
         except QueueError as e:
             self._log.warning("could not read the Redis persistence settings: %s", e)
             return

@@ -15,7 +15,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from autoscaler import redisqueue as rq
+from autoscaler import redisqueue
 from tests.cluster.api import Api, eventually
 from tests.cluster.conftest import Cluster
 from tests.cluster.harness import (
@@ -49,7 +49,7 @@ async def test_protected_pods_are_not_removed_until_their_protection_is_lifted(
         async def protect_two() -> None:  # before the controller starts: no race
             pods = await live_pods(api, namespace)
             for pod in pods[:2]:
-                await rq.protect(redis_client, pod, 600, "jobs")
+                await redisqueue.protect(redis_client, pod, 600, "jobs")
             protected.extend(pods[:2])
             unprotected.append(pods[2])
 
@@ -69,7 +69,9 @@ async def test_protected_pods_are_not_removed_until_their_protection_is_lifted(
             assert held["protected"] == ",".join(sorted(protected)) and held["desired"] == 2
             assert await live_pods(api, namespace) == sorted(protected)  # still held at 2
 
-            await rq.protect(redis_client, protected[0], 0, "jobs")  # lifted (enabled: false)
+            await redisqueue.protect(
+                redis_client, protected[0], 0, "jobs"
+            )  # lifted (enabled: false)
             await eventually(lambda: settled_at(api, namespace, 1), 60, "scaled to 1")
             assert await live_pods(api, namespace) == [protected[1]]
     assert node.removed() == [unprotected[0], protected[0]]  # in that order, nothing else
