@@ -17,13 +17,16 @@ Drain (N → M < N), written against the ``Target`` protocol and the registry in
    removes exactly these pods (not a StatefulSet's: it ignores the cost); a victim
    already gone (404) is skipped;
 3. wait until every victim's consumer reports ``drained`` (or its lease died, or
-   ``drain-timeout`` passed — its sidecar pushes back what it still holds on SIGTERM);
+   ``drain-timeout`` passed — its sidecar pushes back what it still holds on SIGTERM); a
+   victim picked while its sidecar was still starting (running, nothing registered yet)
+   is waited for until its consumer registers, and then told to drain too;
    meanwhile re-decide every polling interval: if the load rose so that fewer victims
    are wanted, cancel — victims go back to ``running`` and get back the cost they had
    before (the user's own, or none);
 4. rank what is there now as Kubernetes will (``removal_order``: readiness beats cost):
    if it would remove a pod that is not a drained victim — one turned not-ready, one
-   replacing a deleted victim — cancel, and let the next decision pick again;
+   replacing a deleted victim — or a victim's consumer registered too late to have
+   drained, cancel, and let the next decision pick again;
 5. write M, conditional on the count the drain started from (a scale made meanwhile by
    someone else stands: cancel, decide again from it); then check which replicas went
    away and report (Event + metric) any that was not a drained victim.
@@ -40,7 +43,7 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from redis.asyncio import Redis
@@ -57,6 +60,7 @@ from autoscaler.redisqueue import (
     read_registry,
     requeue,
     set_command,
+    told_to_drain,
 )
 from autoscaler.targets import Target
 from autoscaler.workload import ReplicaInfo
@@ -66,6 +70,10 @@ logger = logging.getLogger(__name__)
 LOWEST_DELETION_COST = -(2**31)  # int32 minimum: removed before any other pod
 DEFAULT_MAX_DELIVERIES = 5
 SETTLE_TIMEOUT_S = 30.0  # how long to watch the replicas go away after the scale-down
+# A running victim created less than this long ago with no consumer registered is taken to
+# be starting its sidecar (scheduling, image pull, interpreter start): the drain waits for
+# it to register and drain, within drain-timeout (``Drainer._starting``).
+REGISTRATION_GRACE_S = 60.0
 SCALE_DOWN_PROTECTED = "ScaleDownProtected"  # reason: protected replicas held a scale-down
 # Drain outcomes the operator is told with an Event: (reason, Warning?)
 _TOLD = {
@@ -147,11 +155,13 @@ class Drainer:
         *,
         poll_interval_s: float = 0.2,
         clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.redis_for = redis_for
         self.metrics = metrics
         self.poll_interval_s = poll_interval_s
         self.clock = clock
+        self.wall = wall  # epoch seconds, to compare with a replica's creation time
         self._protected_seen: dict[tuple[str, str], str] = {}  # last logged, per workload
         self._why: dict[tuple[str, str], str] = {}  # why the drain in flight ended, per workload
 
@@ -226,7 +236,7 @@ class Drainer:
                     )
                 # Kubernetes picks its victims when /scale is written: decide on what is
                 # there now, not on what was there when the drain began.
-                displaced = await self._displaced(target, victims, desired)
+                displaced = await self._displaced(target, spec, victims, desired)
                 if displaced is not None:
                     outcome = self._cancelled(target, displaced)
                 else:
@@ -280,13 +290,20 @@ class Drainer:
         return DrainStage.CANCELLED
 
     async def _displaced(
-        self, target: Target, victims: list[Candidate], desired: int
+        self, target: Target, spec: ScalingSpec, victims: list[Candidate], desired: int
     ) -> str | None:
         """Why Kubernetes would now remove a replica that is not a drained victim, if it
         would: a rollout began, or a pod turned not-ready (readiness beats the deletion
-        cost), was replaced or added. The drain is then cancelled and retried on the next
-        decision, which ranks what is there then; nothing holding messages is removed
-        undrained."""
+        cost), was replaced or added — or a victim's consumer registered after the drain
+        began and has not drained (a pod picked while its sidecar was still starting: it
+        was told nothing, and takes messages as soon as it registers). The drain is then
+        cancelled and retried on the next decision, which ranks what is there then;
+        nothing holding messages is removed undrained."""
+        consumers = await self._consumers(spec)
+        late = sorted(v.replica.name for v in victims
+                      if not _drained(_untold(v, consumers.get(v.replica.name, []))))  # fmt: skip
+        if late:
+            return f"the consumers of {', '.join(late)} registered during the drain, not drained"
         fresh = await target.replicas()
         owners = rollout_owners(fresh)
         if owners:
@@ -359,14 +376,22 @@ class Drainer:
                 log_event(logger, "event failed", logging.WARNING, namespace=ns,
                           workload=name, error=str(e))  # fmt: skip
 
+    async def stale_queues(self, url: str | None, queues: Sequence[str]) -> set[str]:
+        """Which of ``queues`` (all on the server ``url``) have a consumer told to drain:
+        one round trip for them all (``redisqueue.told_to_drain``). A controller that
+        starts leading asks this for every workload at once, then calls ``release_stale``
+        for the few that have any; usually none."""
+        return {queue for queue, _ in await told_to_drain(self.redis_for(url), queues)}
+
     async def release_stale(self, target: Target, spec: ScalingSpec) -> int:
         """Put back to work the consumers an unfinished drain left draining.
 
         Only a controller that died mid-drain leaves them (a stop, an error or lost
         leadership restores its victims): they idle, holding no message, until a later
-        scale-down picks them first. Called when a controller starts leading and before
-        a scale-up, which wants them back. Lists the replicas only when the registry
-        shows a drain command: one Redis read per queue otherwise.
+        scale-down picks them first. Called by a controller that starts leading, for the
+        workloads ``stale_queues`` names (and before a drain that comes first). Lists the
+        replicas only when the registry shows a drain command: one Redis read per queue
+        otherwise.
         """
         consumers = await self._consumers(spec)
         if not any(map(_told_to_drain, consumers.values())):
@@ -420,12 +445,14 @@ class Drainer:
         started = self.clock()
         next_recheck = started + spec.polling_interval_s
         pending = {v.replica.name for v in victims if v.consumers}
-        while pending:
+        starting = self._starting(victims)
+        while pending or starting:
             now = self.clock()
             if now - started >= spec.drain_timeout_s:
                 self._why[target.ref.namespace, target.ref.name] = (
                     f"drain timed out after {spec.drain_timeout_s:g}s waiting for "
-                    f"{', '.join(sorted(pending))}; their unfinished messages go back to the queue"
+                    f"{', '.join(sorted(pending | starting))}; their unfinished messages go "
+                    "back to the queue"
                 )
                 log_event(
                     logger,
@@ -434,7 +461,7 @@ class Drainer:
                     namespace=target.ref.namespace,
                     workload=target.ref.name,
                     stage=DrainStage.TIMED_OUT,
-                    pending=",".join(sorted(pending)),
+                    pending=",".join(sorted(pending | starting)),
                 )
                 return DrainStage.TIMED_OUT
             if now >= next_recheck:
@@ -444,8 +471,51 @@ class Drainer:
                     return self._cancelled(target, "load rose during the drain", desired=wanted)
             await asyncio.sleep(self.poll_interval_s)
             consumers = await self._consumers(spec)
-            pending = {p for p in pending if not _drained(consumers.get(p, []))}
+            late = await self._tell_late(target, victims, starting, consumers)
+            starting = (starting - late) & self._starting(victims)  # past its grace: not waited
+            pending = {p for p in pending | late if not _drained(consumers.get(p, []))}
         return DrainStage.ACKNOWLEDGED
+
+    def _starting(self, victims: list[Candidate]) -> set[str]:
+        """Victims whose sidecar is taken to be starting: running, no consumer registered
+        yet, created less than ``REGISTRATION_GRACE_S`` ago. They hold nothing — which
+        made them the cheapest victims — but once registered they take messages: the drain
+        waits for them to register (then tells them to drain) instead of letting them be
+        removed in the middle of their first message. An older replica that never
+        registered (not a consumer at all, or its sidecar is failing) is not waited for."""
+        young = self.wall() - REGISTRATION_GRACE_S
+        return {
+            v.replica.name
+            for v in victims
+            if not v.consumers
+            and v.replica.scheduled
+            and v.replica.running
+            and v.replica.created_at > young
+        }
+
+    async def _tell_late(
+        self,
+        target: Target,
+        victims: list[Candidate],
+        starting: set[str],
+        consumers: dict[str, list[tuple[str | None, ConsumerInfo]]],
+    ) -> set[str]:
+        """Victims picked before their consumer registered (``_starting``) whose consumer
+        has registered since: told to drain too, and kept in ``victims`` with their
+        consumers so that a cancelled drain puts them back to work. Returns their names."""
+        late = {name for name in starting if consumers.get(name)}
+        for i, victim in enumerate(victims):
+            name = victim.replica.name
+            if name in late:
+                victims[i] = replace(victim, consumers=tuple(consumers[name]))
+                for url, info in consumers[name]:
+                    await set_command(self.redis_for(url), info.consumer_id, Command.DRAIN,
+                                      info.queue or "")  # fmt: skip
+        if late:
+            log_event(logger, "drain told late", namespace=target.ref.namespace,
+                      workload=target.ref.name, pods=",".join(sorted(late)),
+                      message="consumers registered after the drain began")  # fmt: skip
+        return late
 
     async def _verify(
         self, target: Target, before: list[ReplicaInfo], victims: list[Candidate], desired: int
@@ -483,6 +553,14 @@ class Drainer:
                 pods=",".join(wrong),
             )
             await target.record_event("UndrainedPodRemoved", message, warning=True)
+
+
+def _untold(
+    victim: Candidate, entries: list[tuple[str | None, ConsumerInfo]]
+) -> list[tuple[str | None, ConsumerInfo]]:
+    """The victim's consumers the drain has not told to drain: registered since."""
+    told = {info.consumer_id for _, info in victim.consumers}
+    return [(url, info) for url, info in entries if info.consumer_id not in told]
 
 
 def _drained(entries: list[tuple[str | None, ConsumerInfo]]) -> bool:

@@ -40,7 +40,7 @@ from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.metrics_core import Metric
 
 from autoscaler import NAME, __version__
-from autoscaler.exposition import Exposition, render
+from autoscaler.exposition import BoundGauge, Exposition, Renderer
 from autoscaler.policy import Reason, RedisStreamTrigger, RedisTrigger
 
 if TYPE_CHECKING:
@@ -142,23 +142,24 @@ class ControllerMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         self._triggers: dict[tuple[str, str], set[str]] = {}  # trigger names per workload
+        self._renderer: Renderer | None = None
         p = METRIC_PREFIX
-        self.backlog = Gauge(
+        self.backlog = BoundGauge(
             p + "backlog", "Queued messages per trigger.", TRIGGER, registry=registry
         )
-        self.in_flight = Gauge(
+        self.in_flight = BoundGauge(
             p + "in_flight", "Messages held by consumers per trigger.", TRIGGER, registry=registry
         )
-        self.metric_value = Gauge(
+        self.metric_value = BoundGauge(
             p + "metric_value", "Load value a trigger sizes on.", TRIGGER, registry=registry
         )
-        self.desired_replicas = Gauge(
+        self.desired_replicas = BoundGauge(
             p + "desired_replicas",
             "Replicas the last decision asked for.",
             WORKLOAD,
             registry=registry,
         )
-        self.current_replicas = Gauge(
+        self.current_replicas = BoundGauge(
             p + "current_replicas",
             "Replicas the workload had at the last decision.",
             WORKLOAD,
@@ -176,7 +177,7 @@ class ControllerMetrics:
         self.source_errors = Counter(
             p + "source_errors", "Failed trigger reads.", TRIGGER, registry=registry
         )
-        self.fallback_active = Gauge(
+        self.fallback_active = BoundGauge(
             p + "fallback_active",
             "1 while fallback-replicas is in force.",
             WORKLOAD,
@@ -266,9 +267,12 @@ class ControllerMetrics:
         self.build.info({"version": __version__})
 
     def render(self) -> bytes:
-        """This registry's /metrics body, fast (``autoscaler.exposition.render``): every
-        series here is one of these attributes."""
-        return render(v for v in vars(self).values() if isinstance(v, MetricWrapperBase))
+        """This registry's /metrics body, fast (``autoscaler.exposition.Renderer``): every
+        series here is one of these attributes. Called from one thread at a time."""
+        if self._renderer is None:
+            wrappers = (v for v in vars(self).values() if isinstance(v, MetricWrapperBase))
+            self._renderer = Renderer(wrappers)
+        return self._renderer()
 
     def track(
         self, namespace: str, workload: str, spec: ScalingSpec, observed: Observed | None = None

@@ -117,32 +117,37 @@ async def lua_read_floor(client: aioredis.Redis, queues: list[str]) -> float:
     return time.process_time() - c0
 
 
-async def bench_scrape(metrics: ControllerMetrics) -> dict[str, float]:
+async def bench_scrape(metrics: ControllerMetrics, exposition: Exposition) -> dict[str, float]:
     """One /metrics render as the controller serves it (``metrics.render`` in a worker
     thread, ``exposition.Exposition``) while a probe measures how late the event loop's
-    timers fire; beside it prometheus_client's ``generate_latest`` of the same registry,
-    and the floor: as many ready-made lines joined."""
-    exposition = Exposition(metrics.registry, render=metrics.render)
+    timers fire (its floor: the same probe as long without a render); beside it
+    prometheus_client's ``generate_latest`` of the same registry, and the render's floor:
+    as many ready-made lines joined. Called after every moving cycle: the
+    first render fills the renderer's cache, the next ones re-format only what moved."""
     stalls: list[float] = []
+    idle: list[float] = []
 
-    async def probe() -> None:
+    async def probe(into: list[float]) -> None:
         loop = asyncio.get_running_loop()
         while True:
             before = loop.time()
             await asyncio.sleep(0.01)
-            stalls.append(loop.time() - before - 0.01)
+            into.append(loop.time() - before - 0.01)
 
-    probing = asyncio.create_task(probe())
+    probing = asyncio.create_task(probe(stalls))
     await asyncio.sleep(0.05)
     w0 = time.perf_counter()
     body = await exposition.body()
     render = time.perf_counter() - w0
     probing.cancel()
+    probing = asyncio.create_task(probe(idle))  # the floor: the same probe, no render
+    await asyncio.sleep(max(0.2, render))
+    probing.cancel()
     lines = body.count(b"\n")
     c0 = time.perf_counter()
     generate_latest(metrics.registry)
     reference = time.perf_counter() - c0
-    ready = [b"queue_autoscaler_x{namespace=\"bench\",workload=\"w1\"} 1.0"] * lines
+    ready = [b'queue_autoscaler_x{namespace="bench",workload="w1"} 1.0'] * lines
     c0 = time.perf_counter()
     b"\n".join(ready)
     return {
@@ -150,6 +155,7 @@ async def bench_scrape(metrics: ControllerMetrics) -> dict[str, float]:
         "lines": lines,
         "mb": len(body) / 1e6,
         "lag_ms": 1000 * max(stalls, default=0.0),
+        "idle_lag_ms": 1000 * max(idle, default=0.0),
         "join_ms": 1000 * (time.perf_counter() - c0),
         "reference_ms": 1000 * reference,
     }
@@ -189,6 +195,16 @@ async def bench_controller(
     for t in targets.values():
         t.writes.clear()
     cpu, wall, trips, writes, floor = [], [], [], 0, []
+    render_cpu: list[float] = []
+
+    def timed_render() -> bytes:  # CPU of the render thread: wall swings with the host's load
+        c0 = time.thread_time()
+        body = controller.metrics.render()
+        render_cpu.append(time.thread_time() - c0)
+        return body
+
+    exposition = Exposition(controller.metrics.registry, render=timed_render)
+    scrapes: list[dict[str, float]] = []
     for cycle in range(CYCLES):
         for w in controller.workloads.values():
             w.due_at = 0.0
@@ -206,7 +222,19 @@ async def bench_controller(
         trips.append(CountingConnection.sent - sent)
         await asyncio.sleep(0)  # let any spawned write run
         writes += sum(len(t.writes) for t in targets.values())
-    scrape = await bench_scrape(controller.metrics) if moving else {}
+        if moving:
+            scrapes.append(await bench_scrape(controller.metrics, exposition))
+            scrapes[-1]["cpu_ms"] = 1000 * render_cpu[-1]
+    scrape: dict[str, float] = {}
+    if scrapes:  # the first render (cold cache), then the median of the warm ones
+        warm = scrapes[1:]
+        scrape = {**scrapes[0], "cold_ms": scrapes[0]["render_ms"],
+                  "cold_lag_ms": scrapes[0]["lag_ms"]}  # fmt: skip
+        scrape["cold_cpu_ms"] = scrapes[0]["cpu_ms"]
+        for key in ("render_ms", "cpu_ms", "lag_ms", "idle_lag_ms", "join_ms", "reference_ms"):
+            scrape[key] = statistics.median(r[key] for r in warm)
+        scrape["render_max_ms"] = max(r["render_ms"] for r in warm)
+        scrape["lag_max_ms"] = max(r["lag_ms"] for r in warm)
     await controller.aclose()
     await pool.aclose()
     return {
@@ -271,9 +299,16 @@ async def main_moving(sizes: list[int], url: str, client: aioredis.Redis) -> Non
         )
         print(
             f"{'':>9}   /metrics: {r['lines']:.0f} lines, {r['mb']:.1f} MB, rendered off-loop "
-            f"in {r['render_ms']:.0f} ms wall (generate_latest: {r['reference_ms']:.0f} ms; "
-            f"floor, joining as many ready lines: {r['join_ms']:.1f} ms); event loop's "
-            f"longest stall meanwhile {r['lag_ms']:.1f} ms"
+            f"after a moving cycle in {r['render_ms']:.0f} ms wall, {r['cpu_ms']:.0f} ms CPU, "
+            f"medians of {CYCLES - 1} (wall max {r['render_max_ms']:.0f}; first, cold cache: "
+            f"{r['cold_ms']:.0f} ms wall, {r['cold_cpu_ms']:.0f} CPU); generate_latest: "
+            f"{r['reference_ms']:.0f} ms; floor, joining as many ready lines: "
+            f"{r['join_ms']:.1f} ms (CPU {r['cpu_ms'] / r['join_ms']:.1f}x)"
+        )
+        print(
+            f"{'':>9}   event loop's longest stall during a render: {r['lag_ms']:.1f} ms median "
+            f"(max {r['lag_max_ms']:.1f}; cold {r['cold_lag_ms']:.1f}); floor, the same probe "
+            f"as long without a render: {r['idle_lag_ms']:.1f} ms median"
         )
 
 

@@ -81,7 +81,11 @@ async def main(n: int, redis_url: str) -> None:
     for i in range(n):
         annotations = {
             ANNOTATION_PREFIX + "redis-list": f"q{i}",
-            ANNOTATION_PREFIX + "messages-per-replica": "2",
+            # 3 per replica: the moving lengths (2-3) want 1 replica, as the fleet has, so
+            # every reading changes and no replica count does. At 2 per replica all 10,000
+            # want 2 at the first cycle: 10,000 scale writes at the client's 20 requests/s
+            # (~500 s), which the backlog's scale-up would queue behind whatever the order.
+            ANNOTATION_PREFIX + "messages-per-replica": "3",
             ANNOTATION_PREFIX + "min-replicas": "1",
             ANNOTATION_PREFIX + "polling-interval": "1",
         }

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
@@ -148,3 +148,55 @@ async def test_a_protected_pod_that_is_not_ready_holds_the_scale_down(
     drainer = Drainer(lambda url: redis_client, ControllerMetrics(CollectorRegistry()))
     assert await drainer.scale_down(target, SPEC, 3, 2, _never) == 3
     assert target.scales == [] and target.costs == {}
+
+
+async def test_a_victim_whose_consumer_registers_during_the_drain_is_not_removed_undrained(
+    redis_client: aioredis.Redis,
+) -> None:
+    """A pod just started (its sidecar not registered yet) is the cheapest victim; when its
+    consumer registers after the pick it was told nothing and is not drained: the drain is
+    cancelled rather than /scale written (seen on the real control plane after a rollout)."""
+
+    @dataclass
+    class SidecarStarting(MemoryTarget):  # the sidecar registers as the victim is marked
+        async def set_deletion_cost(self, name: str, cost: int | None) -> None:
+            await super().set_deletion_cost(name, cost)
+            reg = Registration(ConsumerKeys("jobs", name), name, "token", 5, time.time())
+            await heartbeat(redis_client, reg, ConsumerState.RUNNING, 0, 10_000)
+
+    target = SidecarStarting(WorkloadRef("default", "w"), replica_count=2)
+    target.pods = [ReplicaInfo(f"w-{i}", True, float(i)) for i in range(2)]
+    reg = Registration(ConsumerKeys("jobs", "w-0"), "w-0", "token", 5, time.time())
+    await heartbeat(redis_client, reg, ConsumerState.RUNNING, 0, 10_000)
+    drainer = Drainer(lambda url: redis_client, ControllerMetrics(CollectorRegistry()))
+    assert await drainer.scale_down(target, SPEC, 2, 1, _never) == 2
+    assert target.scales == []  # w-1 was not removed: its consumer never drained
+    [(reason, message, _)] = target.events
+    assert reason == "DrainCancelled" and "w-1 registered during the drain" in message
+    assert target.costs == {"w-1": None}  # put back to work
+
+
+async def test_a_victim_still_starting_is_waited_for_and_told_to_drain(
+    redis_client: aioredis.Redis,
+) -> None:
+    """A pod created a moment ago, running, its consumer not registered yet: the cheapest
+    victim, yet not removed before its consumer registers, is told to drain and drains."""
+    target = MemoryTarget(WorkloadRef("default", "w"), replica_count=2)
+    target.pods = [ReplicaInfo("w-0", True, 0.0), ReplicaInfo("w-1", True, time.time())]
+    old = Registration(ConsumerKeys("jobs", "w-0"), "w-0", "token", 5, time.time())
+    await heartbeat(redis_client, old, ConsumerState.RUNNING, 0, 10_000)
+    new = Registration(ConsumerKeys("jobs", "w-1"), "w-1", "token", 5, time.time())
+    states = [ConsumerState.RUNNING]
+
+    async def sidecar_starts() -> int | None:  # called every polling interval of the wait
+        if await heartbeat(redis_client, new, states[-1], 0, 10_000) is Command.DRAIN:
+            states.append(ConsumerState.DRAINED)
+        return None
+
+    spec = replace(SPEC, polling_interval_s=0.05, drain_timeout_s=60.0)
+    drainer = Drainer(lambda url: redis_client, ControllerMetrics(CollectorRegistry()),
+                      poll_interval_s=0.02)  # fmt: skip
+    assert await drainer.scale_down(target, spec, 2, 1, sidecar_starts) == 1
+    assert [p.name for p in target.pods] == ["w-0"]
+    assert states[-1] is ConsumerState.DRAINED  # it drained before /scale was written
+    assert not [e for e in target.events if e[0] in ("DrainCancelled", "DrainTimedOut")]

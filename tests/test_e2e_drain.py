@@ -119,7 +119,7 @@ async def test_rising_backlog_cancels_the_drain(
         await redis_client.lpush("jobs", *[b"more-%d" % i for i in range(60)])
         await eventually(
             lambda: any(line.get("event") == "drain cancelled" for line in proc.lines()),
-            10,
+            30,  # a deadline, not a bound: the victims hang until released, so nothing else ends it
             "cancelled",
             (proc,),
         )

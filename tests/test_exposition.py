@@ -53,3 +53,32 @@ async def test_a_stale_body_is_served_while_the_next_renders() -> None:
     await exposition._refresh
     fresh = Exposition(CollectorRegistry(), 0.0, render)  # the sidecar's: always fresh
     assert [await fresh.body(), await fresh.body()] == [b"4", b"5"]
+
+
+def test_a_cached_render_follows_every_change() -> None:
+    """The renderer keeps each child's last line: values that move, children added,
+    removed or re-created, NaN and a plain gauge's set_function all show as
+    generate_latest shows them."""
+    registry = CollectorRegistry()
+    metrics = ControllerMetrics(registry)
+    spec = parse_spec(
+        {ANNOTATION_PREFIX + k: v for k, v in (("redis-list", "a"), ("messages-per-replica", "5"))}
+    )
+    value = [2.0]
+    for name in ("w1", "w2", "w3"):
+        metrics.track("ns", name, spec)
+        metrics.backlog.labels("ns", name, "redis:a").set_function(lambda: value[0])
+    metrics.spec_valid.labels("ns", "w1").set_function(lambda: value[0] * 10)
+    metrics.render()
+    value[0] = float("nan")
+    metrics.scale_events.labels("ns", "w2", "up").inc()
+    metrics.forget("ns", "w3")
+    metrics.track("ns", "w3", spec)  # re-created children, at zero again
+    metrics.min_replicas.labels("ns", "w1").set(4)
+    first = metrics.render()  # NaN: compared by line (NaN is unequal to itself in a set)
+    assert first.count(b"\n") == generate_latest(registry).count(b"\n")
+    assert b'queue_autoscaler_backlog{namespace="ns",workload="w1",trigger="redis:a"} NaN' in first
+    value[0] = 3.0
+    second = metrics.render()
+    assert _parsed(second) == _parsed(generate_latest(registry))
+    assert second.count(b"\n") == generate_latest(registry).count(b"\n")

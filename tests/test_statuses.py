@@ -41,12 +41,12 @@ async def test_latest_status_per_workload_one_write_at_a_time() -> None:
     a = SlowTarget(writes, "a", gate, shared)
     b = SlowTarget(writes, "b", gate, shared)
     writer = StatusWriter(spawn)
-    writer.submit(WorkloadRef("ns", "a"), a, {"n": 1})
+    writer.submit(WorkloadRef("ns", "a"), a, lambda: {"n": 1})
     await asyncio.sleep(0)  # a's first write is in flight
     for n in (2, 3):
-        writer.submit(WorkloadRef("ns", "a"), a, {"n": n})
-    writer.submit(WorkloadRef("ns", "b"), b, {"n": 1})
-    writer.submit(WorkloadRef("ns", "gone"), b, {"n": 9})
+        writer.submit(WorkloadRef("ns", "a"), a, lambda n=n: {"n": n})
+    writer.submit(WorkloadRef("ns", "b"), b, lambda: {"n": 1})
+    writer.submit(WorkloadRef("ns", "gone"), b, lambda: {"n": 9})
     writer.forget(WorkloadRef("ns", "gone"))
     assert writer.pending == 2
     gate.set()

@@ -82,7 +82,7 @@ class MessageHandler:
             )
             await self._reject(message, reason)
             return False
-        digest = keys.message_digest(message)
+        digest = ""  # computed on the first failure only: a SHA-1 per message less
         while count > 0:
             if not await self._breaker.admit(self._stopping):
                 await self.push_back(message)  # a drain while the processor is down
@@ -96,6 +96,7 @@ class MessageHandler:
                 self._breaker.unavailable(result.reason)
                 continue
             if result.answer is Answer.RETRY:
+                digest = digest or keys.message_digest(message)
                 if self._breaker.failed(digest, result.reason):
                     count = await self._retry(message, count, result.reason)
                 continue

@@ -19,10 +19,8 @@ agree.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import secrets
 from collections import Counter
-from collections.abc import AsyncIterator
 
 from redis.asyncio import Redis
 
@@ -51,18 +49,21 @@ class Ledger:
         self._seq += 1
         return redisqueue.Step(str(slot), f"{self._incarnation}-{self._seq}")
 
-    @contextlib.asynccontextmanager
-    async def door(self) -> AsyncIterator[None]:
-        """Hold this around a step that may add to the processing list, and its record."""
-        await self._open.wait()
+    def door(self) -> Ledger:
+        """Hold this (``async with``) around a step that may add to the processing list,
+        and its record. The ledger is its own context manager: no generator per step."""
+        return self
+
+    async def __aenter__(self) -> None:
+        if not self._open.is_set():  # a reconcile is running: wait for it
+            await self._open.wait()
         self._steps += 1
         self._idle.clear()
-        try:
-            yield
-        finally:
-            self._steps -= 1
-            if not self._steps:
-                self._idle.set()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._steps -= 1
+        if not self._steps:
+            self._idle.set()
 
     def took(self, delivery: redisqueue.Delivery | None) -> None:
         if delivery is not None:

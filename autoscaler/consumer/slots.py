@@ -73,6 +73,8 @@ class Slots:
         self._on_exit = on_exit
         self._tasks: set[asyncio.Task[None]] = set()
         self.in_flight = 0  # messages being processed now (not those taken ahead)
+        # Read at scrape time: two locked gauge sets per message less (bench_consumer).
+        metrics.in_flight.set_function(lambda: self.in_flight)
         self._take_failures = 0  # Redis errors in a row, across slots, for the backoff
 
     def __bool__(self) -> bool:
@@ -137,12 +139,10 @@ class Slots:
 
     async def _process(self, delivery: redisqueue.Delivery) -> bool:
         self.in_flight += 1
-        self._metrics.in_flight.set(self.in_flight)
         try:
             return await self._handler.process(delivery)
         finally:
             self.in_flight -= 1
-            self._metrics.in_flight.set(self.in_flight)
 
     async def _ack(self, slot: int, message: bytes, take_next: bool) -> redisqueue.Delivery | None:
         async with self._ledger.door():

@@ -176,13 +176,11 @@ class StreamSlots(Slots):
             self.held[entry.entry_id] = entry
             self._ledger.took(redisqueue.Delivery(entry.entry_id.encode(), entry.count))
             self.in_flight += 1
-            self._metrics.in_flight.set(self.in_flight)
             try:
                 if await self._stream.process_entry(entry):
                     await self._stream.ack_entry(entry)
             finally:
                 self.in_flight -= 1
-                self._metrics.in_flight.set(self.in_flight)
                 self.held.pop(entry.entry_id, None)
                 self._ledger.left(entry.entry_id.encode())
                 self._release(entry.entry_id)

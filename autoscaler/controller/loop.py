@@ -54,7 +54,8 @@ logger = logging.getLogger(__name__)
 MAX_IDLE_WAIT_S = 1.0  # re-check leadership and inventory at least this often
 LEADER_POLL_S = 0.1  # how soon a standby notices it leads
 JITTER = 0.05  # ±5% of the polling interval
-STALE_CHECKS_AT_ONCE = 8  # registry reads in flight when a new leader checks for stale drains
+STALE_CHECKS_AT_ONCE = 8  # releases in flight when a new leader finds stale drains
+STALE_RECHECK_S = 1.0  # a stale-drain check that failed, or found a busy workload: again after
 _triggers_of = attrgetter("spec.triggers")
 
 
@@ -105,6 +106,9 @@ class Controller:
         self._tasks: set[asyncio.Task[None]] = set()
         # workloads whose consumers this leader has not yet checked for stale drains
         self._unchecked: set[WorkloadRef] = set()
+        self._stale_check: asyncio.Task[None] | None = None  # the check in the background
+        self._checking: set[WorkloadRef] = set()  # the workloads it is checking now
+        self._stale_found: set[WorkloadRef] = set()  # told to drain: to release, when idle
         self._stale_gate = asyncio.Semaphore(STALE_CHECKS_AT_ONCE)
 
     # ---- inventory ------------------------------------------------------------------
@@ -180,7 +184,7 @@ class Controller:
                     self._stand_by()
                     await asyncio.sleep(LEADER_POLL_S)
                     continue
-                if self._unchecked:
+                if self._unchecked or self._stale_found:
                     self._release_stale_drains()
                 await self._wait_until_due()
                 await self.cycle()
@@ -190,6 +194,9 @@ class Controller:
     def _stand_by(self) -> None:
         """Not leading (yet, or any more): stop every action; the leader owns them now."""
         self._unchecked.update(self.workloads)  # leading again: check for stale drains again
+        self._stale_found.clear()
+        if self._stale_check is not None:
+            self._stale_check.cancel()
         for w in self.workloads.values():
             if w.busy and w.action is not None:
                 log_event(
@@ -202,20 +209,70 @@ class Controller:
                 w.action.cancel()
 
     def _release_stale_drains(self) -> None:
-        """Leading, with workloads not yet checked: return to work the consumers that an
-        unfinished drain left idle (a leader SIGKILLed mid-drain). Otherwise a steady
-        workload would keep them idle until its next scale. Each check is the workload's
-        action, so no drain of ours starts on it meanwhile; a busy one is checked later."""
-        for ref in list(self._unchecked):
+        """Leading: release the workloads the check found (each as its action, started
+        here, between two cycles, so that a cycle never starts a drain over it), and
+        start the check for the workloads not yet checked, in the background (one at a
+        time), so that the first cycle never waits for it. A busy one waits its turn."""
+        if self.drainer is None or self.dry_run:
+            self._unchecked.clear()
+            self._stale_found.clear()
+            return
+        for ref in list(self._stale_found):
             w = self.workloads.get(ref)
-            if w is not None and w.busy:
-                continue
-            self._unchecked.discard(ref)
             spec = w.spec if w is not None else None
-            if w is None or spec is None or self.drainer is None or self.dry_run:
+            if w is not None and spec is not None and w.busy:
                 continue
-            if spec.drain and spec.queue_triggers and w.managed_elsewhere is None:
+            self._stale_found.discard(ref)
+            if w is not None and spec is not None:
                 w.action = self._spawn(self._release_stale(w, spec, self.drainer))
+        if self._unchecked and (self._stale_check is None or self._stale_check.done()):
+            self._stale_check = self._spawn(self._check_stale_drains(self.drainer))
+
+    async def _check_stale_drains(self, drainer: Drainer) -> None:
+        """Find the consumers that an unfinished drain left idle (a leader SIGKILLed
+        mid-drain), to be put back to work; otherwise a steady workload would keep them
+        idle until its next scale-down.
+
+        One round trip per Redis server for every unchecked workload
+        (``Drainer.stale_queues``): at 10,000 workloads a registry read per queue took the
+        whole connection pool for minutes, and the cycle's reads and a backlog's scale-up
+        waited (docs/performance.md, goal 7). Only a workload with a consumer told to
+        drain is released (``_release_stale_drains``); the workloads of a server that
+        failed are checked again after ``STALE_RECHECK_S``."""
+        refs, self._unchecked = self._unchecked, set()
+        self._checking = refs
+        try:
+            await self._find_stale(refs, drainer)
+        finally:
+            self._checking = set()
+
+    async def _find_stale(self, refs: set[WorkloadRef], drainer: Drainer) -> None:
+        by_server: dict[str | None, dict[str, list[WorkloadRef]]] = {}
+        for ref in refs:
+            w = self.workloads.get(ref)
+            spec = w.spec if w is not None else None
+            if w is None or spec is None or not spec.drain or w.managed_elsewhere is not None:
+                continue
+            for trigger in spec.queue_triggers:
+                for queue in trigger.queues:
+                    by_server.setdefault(trigger.redis_url, {}).setdefault(queue, []).append(ref)
+        again: set[WorkloadRef] = set()
+        stale: set[WorkloadRef] = set()
+        for url, queues in by_server.items():
+            try:
+                found = await drainer.stale_queues(url, sorted(queues))
+            except AutoscalerError as e:
+                log_event(logger, "stale drain check failed", logging.WARNING, error=str(e))
+                again.update(chain.from_iterable(queues.values()))
+                continue
+            stale.update(chain.from_iterable(queues[q] for q in found if q in queues))
+        if not self.is_leader():  # lost meanwhile: the next leadership checks them all
+            self._unchecked |= refs
+            return
+        self._stale_found |= stale - again
+        if again:
+            self._unchecked |= again
+            await asyncio.sleep(STALE_RECHECK_S)
 
     async def _release_stale(self, w: Workload, spec: ScalingSpec, drainer: Drainer) -> None:
         async with self._stale_gate:
@@ -391,18 +448,19 @@ class Controller:
 
     async def _act(self, w: Workload, spec: ScalingSpec, decision: Decision) -> None:
         ns, name = w.ref.namespace, w.ref.name
-        if decision.replicas > w.current and spec.drain and self.drainer is not None:
+        # No registry read before a scale-up: stale drains are released by the check a
+        # leader makes in the background (``_check_stale_drains``), and a read per
+        # scale-up made thousands of them share the Redis pool at a start (goal 7). A
+        # drain before that check reached the workload releases them first, so that it
+        # ranks afresh what a dead leader left behind (rare: one workload's queues).
+        unchecked = any(w.ref in s for s in (self._unchecked, self._checking, self._stale_found))
+        if decision.replicas < w.current and spec.drain and self.drainer and unchecked:
+            self._stale_found.discard(w.ref)
             try:
                 await self.drainer.release_stale(w.target, spec)
-            except AutoscalerError as e:  # the scale-up matters more: go on
-                log_event(
-                    logger,
-                    "release stale drains failed",
-                    logging.WARNING,
-                    namespace=ns,
-                    workload=name,
-                    error=str(e),
-                )
+            except AutoscalerError as e:  # the drain reads the registry again: go on
+                log_event(logger, "release stale drains failed", logging.WARNING,
+                          namespace=ns, workload=name, error=str(e))  # fmt: skip
         try:
             if decision.replicas > w.current or not spec.drain or self.drainer is None:
                 await w.target.scale(decision.replicas)

@@ -86,14 +86,17 @@ class Reporter:
         *,
         dry_run: bool,
         wall_clock: Callable[[], float],
-        write_status: Callable[[Workload, dict[str, object]], None] | None = None,
+        write_status: Callable[[Workload, Callable[[], dict[str, object]]], None] | None = None,
     ) -> None:
         self.spawn = spawn
         self.dry_run = dry_run
         self.wall_clock = wall_clock
-        # how a status reaches the target: the loop's StatusWriter (coalesced, lowest
-        # priority: controller.statuses); a task per write without one
-        self.write_status = write_status or (lambda w, doc: self.spawn(w.target.write_status(doc)))
+        # how a status reaches the target, as the function that builds it: the loop's
+        # StatusWriter (coalesced, lowest priority, built when written:
+        # controller.statuses); a task per write without one
+        self.write_status = write_status or (
+            lambda w, build: self.spawn(w.target.write_status(build()))
+        )
 
     def _event(self, w: Workload, reason: str, message: str, *, warning: bool = False) -> None:
         if not self.dry_run:
@@ -142,8 +145,8 @@ class Reporter:
         """A decision that differs in substance from the last one reported: conditions
         (Events where one flipped) and the status annotation."""
         now = self.wall_clock()
-        conditions = []
-        for kind, (status, reason, message) in conditions_of(decision, w.trigger_errors).items():
+        shown = conditions_of(decision, w.trigger_errors)
+        for kind, (status, _, message) in shown.items():
             before = w.conditions.get(kind)
             if before is None or before[0] != status:
                 w.conditions[kind] = (status, _iso(now))
@@ -162,16 +165,32 @@ class Reporter:
                         message=text,
                     )
                     self._event(w, event, text, warning=warning)
-            condition: dict[str, object] = {
-                "type": kind,
-                "status": "True" if status else "False",
-                "reason": reason,
-                "lastTransitionTime": w.conditions[kind][1],
-            }
-            if message:
-                condition["message"] = message
-            conditions.append(condition)
-        status_doc = status_of(decision, readings, [t.name for t in spec.triggers], now)
-        status_doc["conditions"] = conditions
         if not self.dry_run:
-            self.write_status(w, status_doc)
+            since = {kind: w.conditions[kind][1] for kind in shown}
+            self.write_status(w, lambda: _status_doc(spec, decision, readings, shown, since, now))
+
+
+def _status_doc(
+    spec: ScalingSpec,
+    decision: Decision,
+    readings: list[Reading],
+    shown: dict[str, tuple[bool, str, str]],
+    since: dict[str, str],
+    at: float,
+) -> dict[str, object]:
+    """The status annotation for one decision, with its conditions (``since``: each one's
+    lastTransitionTime)."""
+    conditions = []
+    for kind, (status, reason, message) in shown.items():
+        condition: dict[str, object] = {
+            "type": kind,
+            "status": "True" if status else "False",
+            "reason": reason,
+            "lastTransitionTime": since[kind],
+        }
+        if message:
+            condition["message"] = message
+        conditions.append(condition)
+    doc = status_of(decision, readings, [t.name for t in spec.triggers], at)
+    doc["conditions"] = conditions
+    return doc

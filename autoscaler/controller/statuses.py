@@ -7,7 +7,11 @@ rate limit ahead of any scale-up decided meanwhile (a backlog waited 497 s for i
 replaces it unwritten), and a single task writes them oldest first, one request at a
 time: a scale or drain write waits behind at most one status write, never behind the
 fleet's. The target skips a write whose document equals the last in substance (the
-timestamps aside): ``targets.kubernetes``. The documents are opaque here.
+timestamps aside): ``targets.kubernetes``. The documents are opaque here, and built
+only when written (``submit`` takes the function that builds one): when every queue moves,
+most workloads' documents are replaced before their turn (20 writes a second against
+10,000 workloads deciding anew each cycle), and building each one cost ~30% of a moving
+cycle's CPU at 10,000 workloads (docs/performance.md, goal 1).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from autoscaler.workload import WorkloadRef
 logger = logging.getLogger(__name__)
 
 Spawn = Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]]
+StatusBuilder = Callable[[], Mapping[str, object]]  # the document, built when written
 
 
 class StatusTarget(Protocol):
@@ -37,15 +42,16 @@ class StatusWriter:
 
     def __init__(self, spawn: Spawn) -> None:
         self._spawn = spawn
-        self._pending: dict[WorkloadRef, tuple[StatusTarget, Mapping[str, object]]] = {}
+        self._pending: dict[WorkloadRef, tuple[StatusTarget, StatusBuilder]] = {}
         self._task: asyncio.Task[None] | None = None
 
     @property
     def pending(self) -> int:
         return len(self._pending)
 
-    def submit(self, ref: WorkloadRef, target: StatusTarget, status: Mapping[str, object]) -> None:
-        """Write ``status`` soon; replaces any status of ``ref`` not yet written."""
+    def submit(self, ref: WorkloadRef, target: StatusTarget, status: StatusBuilder) -> None:
+        """Write ``status()`` soon; replaces any status of ``ref`` not yet written (and
+        never built). ``status`` must capture what it shows: it runs later."""
         self._pending.pop(ref, None)  # re-queued at the back: the oldest goes first
         self._pending[ref] = (target, status)
         if self._task is None or self._task.done():
@@ -59,7 +65,7 @@ class StatusWriter:
             ref = next(iter(self._pending))
             target, status = self._pending.pop(ref)
             try:
-                await target.write_status(status)
+                await target.write_status(status())
             except AutoscalerError as e:  # the next decision that changes writes again
                 log_event(
                     logger,

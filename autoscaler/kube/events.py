@@ -6,6 +6,13 @@ and message bumps ``count`` and ``lastTimestamp`` of the Event already written i
 of creating one more object, so a repeating warning costs one small PATCH. The bump is
 conditional on the Event's resourceVersion; on 409 it re-reads and tries again. An Event
 that expired meanwhile (they live about an hour) is written anew.
+
+What a bump needs of a written Event is remembered, not the Event: its name,
+resourceVersion and count, for the last ``max_remembered`` (type, reason, message) of the
+workload. The API server's answer (metadata, involvedObject, source, timestamps) is a
+few KB of Python objects, and at 10,000 busy workloads each scale writes an Event with a
+new message (it carries the readings): 32 answers per workload kept filling over hours
+towards ~1 GB, against the deploy's 512Mi (docs/performance.md, goal 5).
 """
 
 from __future__ import annotations
@@ -38,13 +45,14 @@ class EventRecorder:
         ref: WorkloadRef,
         *,
         uid: Callable[[], Awaitable[str | None]],
-        max_remembered: int = 32,
+        max_remembered: int = 8,
     ) -> None:
         self.kube = kube
         self.ref = ref
         self._uid = uid
-        # (type, reason, message) → the Event written for it, newest last.
-        self._written: OrderedDict[tuple[str, str, str], Obj] = OrderedDict()
+        # (type, reason, message) → (name, resourceVersion, count) of the Event written
+        # for it, newest last
+        self._written: OrderedDict[tuple[str, str, str], tuple[str, str, int]] = OrderedDict()
         self._max_remembered = max_remembered
 
     async def record(self, reason: str, message: str, *, warning: bool = False) -> Obj:
@@ -60,7 +68,7 @@ class EventRecorder:
                 event = None  # expired: write a new one
         if event is None:
             event = await self._create(*key)
-        self._written[key] = event
+        self._written[key] = _remembered(event)
         self._written.move_to_end(key)
         while len(self._written) > self._max_remembered:
             self._written.popitem(last=False)
@@ -96,9 +104,9 @@ class EventRecorder:
         }
         return await operations.create_event(self.kube, ref.namespace, body)
 
-    async def _bump(self, known: Obj) -> Obj:
+    async def _bump(self, known: tuple[str, str, int]) -> Obj:
         """count + 1 on the Event, conditional on its resourceVersion; on 409 re-read."""
-        namespace, name = self.ref.namespace, known["metadata"]["name"]
+        namespace, name = self.ref.namespace, known[0]
 
         async def write(current: Obj) -> Obj:
             patch = {
@@ -111,7 +119,14 @@ class EventRecorder:
         async def read() -> Obj:
             return await operations.read_event(self.kube, namespace, name)
 
+        last = {"count": known[2], "metadata": {"resourceVersion": known[1]}}
         try:
-            return await write(known)  # from what we wrote last: usually no read needed
+            return await write(last)  # from what we wrote last: usually no read needed
         except KubeConflictError:
             return await self.kube.read_modify_write(read, write)
+
+
+def _remembered(event: Obj) -> tuple[str, str, int]:
+    """What a later bump of ``event`` needs: name, resourceVersion, count."""
+    meta = event.get("metadata") or {}
+    return str(meta.get("name")), str(meta.get("resourceVersion")), int(event.get("count") or 1)

@@ -141,7 +141,7 @@ class KubeTarget:
         ref: WorkloadRef,
         *,
         last_status: str | None = None,
-        max_remembered_events: int = 32,
+        max_remembered_events: int = 8,
     ) -> None:
         self.kube = kube
         self._ref = ref
