@@ -224,14 +224,21 @@ async def bench_controller(
         writes += sum(len(t.writes) for t in targets.values())
         if moving:
             scrapes.append(await bench_scrape(controller.metrics, exposition))
-            scrapes[-1]["cpu_ms"] = 1000 * render_cpu[-1]
+            scrapes[-1]["render_cpu_ms"] = 1000 * render_cpu[-1]
     scrape: dict[str, float] = {}
     if scrapes:  # the first render (cold cache), then the median of the warm ones
         warm = scrapes[1:]
         scrape = {**scrapes[0], "cold_ms": scrapes[0]["render_ms"],
                   "cold_lag_ms": scrapes[0]["lag_ms"]}  # fmt: skip
-        scrape["cold_cpu_ms"] = scrapes[0]["cpu_ms"]
-        for key in ("render_ms", "cpu_ms", "lag_ms", "idle_lag_ms", "join_ms", "reference_ms"):
+        scrape["cold_cpu_ms"] = scrapes[0]["render_cpu_ms"]
+        for key in (
+            "render_ms",
+            "render_cpu_ms",
+            "lag_ms",
+            "idle_lag_ms",
+            "join_ms",
+            "reference_ms",
+        ):
             scrape[key] = statistics.median(r[key] for r in warm)
         scrape["render_max_ms"] = max(r["render_ms"] for r in warm)
         scrape["lag_max_ms"] = max(r["lag_ms"] for r in warm)
@@ -299,11 +306,12 @@ async def main_moving(sizes: list[int], url: str, client: aioredis.Redis) -> Non
         )
         print(
             f"{'':>9}   /metrics: {r['lines']:.0f} lines, {r['mb']:.1f} MB, rendered off-loop "
-            f"after a moving cycle in {r['render_ms']:.0f} ms wall, {r['cpu_ms']:.0f} ms CPU, "
+            f"after a moving cycle in {r['render_ms']:.0f} ms wall, "
+            f"{r['render_cpu_ms']:.0f} ms CPU, "
             f"medians of {CYCLES - 1} (wall max {r['render_max_ms']:.0f}; first, cold cache: "
             f"{r['cold_ms']:.0f} ms wall, {r['cold_cpu_ms']:.0f} CPU); generate_latest: "
             f"{r['reference_ms']:.0f} ms; floor, joining as many ready lines: "
-            f"{r['join_ms']:.1f} ms (CPU {r['cpu_ms'] / r['join_ms']:.1f}x)"
+            f"{r['join_ms']:.1f} ms (CPU {r['render_cpu_ms'] / r['join_ms']:.1f}x)"
         )
         print(
             f"{'':>9}   event loop's longest stall during a render: {r['lag_ms']:.1f} ms median "
