@@ -17,7 +17,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
 
 from redis.asyncio import Redis
@@ -83,29 +83,56 @@ class MessageHandler:
             await self._reject(message, reason)
             return False
         digest = ""  # computed on the first failure only: a SHA-1 per message less
+
+        def suspect() -> str:
+            nonlocal digest
+            digest = digest or keys.message_digest(message)
+            return digest
+
+        answer, _, reason = await self.forward(
+            message, count, suspect, lambda n, why: self._retry(message, n, why)
+        )
+        if answer is None:
+            await self.push_back(message)  # a drain while the processor is down
+        elif answer is Answer.REJECT:
+            await self._reject(message, reason)
+        return answer is Answer.OK
+
+    async def forward(
+        self,
+        body: bytes,
+        count: int,
+        suspect: Callable[[], str],
+        retry: Callable[[int, str], Awaitable[int]],
+        headers: Mapping[str, str] | None = None,
+    ) -> tuple[Answer | None, int, str]:
+        """POST until the processor gives a final answer, shared by lists and streams.
+
+        An unavailable processor charges nothing (the breaker probes); an answered failure
+        is charged through ``retry`` (the next delivery's count, 0 once the message left our
+        hands) after the breaker saw ``suspect()`` fail. Returns ``(OK|REJECT, count,
+        reason)``, ``(RETRY, 0, reason)`` when the retries ended, or ``(None, count, "")``
+        when the breaker refused admission (a drain while the processor is down)."""
+        reason = ""
         while count > 0:
             if not await self._breaker.admit(self._stopping):
-                await self.push_back(message)  # a drain while the processor is down
-                return False
+                return None, count, ""
             try:
-                result = await self._forwarder.post(message, count)
+                result = await self._forwarder.post(body, count, headers)
             except BaseException:
                 self._breaker.abandon()
                 raise
+            reason = result.reason
             if result.answer is Answer.UNAVAILABLE:
-                self._breaker.unavailable(result.reason)
+                self._breaker.unavailable(reason)
                 continue
             if result.answer is Answer.RETRY:
-                digest = digest or keys.message_digest(message)
-                if self._breaker.failed(digest, result.reason):
-                    count = await self._retry(message, count, result.reason)
+                if self._breaker.failed(suspect(), reason):
+                    count = await retry(count, reason)
                 continue
             self._breaker.answered()
-            if result.answer is Answer.OK:
-                return True
-            await self._reject(message, result.reason)
-            return False
-        return False
+            return result.answer, count, reason
+        return Answer.RETRY, 0, reason
 
     async def ack(
         self, message: bytes, *, take_next: bool, step: redisqueue.Step | None = None

@@ -90,28 +90,16 @@ class StreamHandler(MessageHandler):
                       f"{self._s.max_message_bytes} (--max-message-bytes)")  # fmt: skip
             await self.settle(entry, reason, reject=True)
             return False
-        headers = {"X-Stream-Entry-Id": entry.entry_id}
-        while count > 0:
-            if not await self._breaker.admit(self._stopping):
-                return False
-            try:
-                result = await self._forwarder.post(body, count, headers)
-            except BaseException:
-                self._breaker.abandon()
-                raise
-            if result.answer is Answer.UNAVAILABLE:
-                self._breaker.unavailable(result.reason)
-                continue
-            if result.answer is Answer.RETRY:
-                if self._breaker.failed(entry.entry_id, result.reason):
-                    count = await self._retry_entry(replace(entry, count=count), result.reason)
-                continue
-            self._breaker.answered()
-            if result.answer is Answer.OK:
-                return True
-            await self.settle(replace(entry, count=count), result.reason, reject=True)
-            return False
-        return False
+        answer, count, reason = await self.forward(
+            body,
+            count,
+            lambda: entry.entry_id,
+            lambda n, why: self._retry_entry(replace(entry, count=n), why),
+            {"X-Stream-Entry-Id": entry.entry_id},
+        )
+        if answer is Answer.REJECT:
+            await self.settle(replace(entry, count=count), reason, reject=True)
+        return answer is Answer.OK
 
     async def _retry_entry(self, entry: Entry, reason: str) -> int:
         """The next delivery's count, or 0 when the entry left our hands or a drain began."""

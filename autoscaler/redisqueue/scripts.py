@@ -239,29 +239,37 @@ return span
 # slot is ``{tag}:`` for a queue name with a Cluster hash tag (``keys.hash_tag``).
 # -> {queue, id, {hash fields and values}, ...} for the dead ones only: a pass over
 # 10,000 live queues returns an empty array (bench/bench_reaper.py).
-DEAD_CONSUMERS = Script("""
-local cp, cs, lb, hb = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local names = {}
-for q in string.gmatch(ARGV[5], '[^\\n]+') do names[#names + 1] = q end
-for i = 6, #ARGV do names[#names + 1] = ARGV[i] end
-local out = {}
-for _, q in ipairs(names) do
-  local slot = ''
-  local s = string.find(q, '{', 1, true)
-  if s then
-    local e = string.find(q, '}', s + 1, true)
-    if e and e > s + 1 then slot = '{' .. string.sub(q, s + 1, e - 1) .. '}:' end
-  end
-  local ids = redis.pcall('SMEMBERS', cp .. q .. cs)
-  if not ids.err then
-    for _, id in ipairs(ids) do
-      if redis.call('EXISTS', lb .. slot .. id) == 0 then
-        out[#out + 1] = q; out[#out + 1] = id
-        out[#out + 1] = redis.call('HGETALL', hb .. slot .. id)
-      end
+_EACH_CONSUMER = """
+local cp, cs = ARGV[1], ARGV[2]
+-- visit(queue, slot, id) for every consumer registered on the queues named from
+-- ARGV[first] on (joined by newlines, then any name that cannot be joined).
+local function each_consumer(first, visit)
+  local names = {}
+  for q in string.gmatch(ARGV[first], '[^\\n]+') do names[#names + 1] = q end
+  for i = first + 1, #ARGV do names[#names + 1] = ARGV[i] end
+  for _, q in ipairs(names) do
+    local slot = ''
+    local s = string.find(q, '{', 1, true)
+    if s then
+      local e = string.find(q, '}', s + 1, true)
+      if e and e > s + 1 then slot = '{' .. string.sub(q, s + 1, e - 1) .. '}:' end
+    end
+    local ids = redis.pcall('SMEMBERS', cp .. q .. cs)
+    if not ids.err then
+      for _, id in ipairs(ids) do visit(q, slot, id) end
     end
   end
 end
+"""
+DEAD_CONSUMERS = Script(_EACH_CONSUMER + """
+local lb, hb = ARGV[3], ARGV[4]
+local out = {}
+each_consumer(5, function(q, slot, id)
+  if redis.call('EXISTS', lb .. slot .. id) == 0 then
+    out[#out + 1] = q; out[#out + 1] = id
+    out[#out + 1] = redis.call('HGETALL', hb .. slot .. id)
+  end
+end)
 return out
 """)
 # A new leader's check for drains a dead leader left unfinished: which registered
@@ -269,27 +277,13 @@ return out
 # consumers-set prefix and suffix, registry-hash base, the command field, the drain
 # value, the queue names joined by newlines, then any name that cannot be joined.
 # -> {queue, id, ...} for those told to drain only: usually an empty array.
-TOLD_TO_DRAIN = Script("""
-local cp, cs, hb, field, drain = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local names = {}
-for q in string.gmatch(ARGV[6], '[^\\n]+') do names[#names + 1] = q end
-for i = 7, #ARGV do names[#names + 1] = ARGV[i] end
+TOLD_TO_DRAIN = Script(_EACH_CONSUMER + """
+local hb, field, drain = ARGV[3], ARGV[4], ARGV[5]
 local out = {}
-for _, q in ipairs(names) do
-  local slot = ''
-  local s = string.find(q, '{', 1, true)
-  if s then
-    local e = string.find(q, '}', s + 1, true)
-    if e and e > s + 1 then slot = '{' .. string.sub(q, s + 1, e - 1) .. '}:' end
+each_consumer(6, function(q, slot, id)
+  if redis.call('HGET', hb .. slot .. id, field) == drain then
+    out[#out + 1] = q; out[#out + 1] = id
   end
-  local ids = redis.pcall('SMEMBERS', cp .. q .. cs)
-  if not ids.err then
-    for _, id in ipairs(ids) do
-      if redis.call('HGET', hb .. slot .. id, field) == drain then
-        out[#out + 1] = q; out[#out + 1] = id
-      end
-    end
-  end
-end
+end)
 return out
 """)
