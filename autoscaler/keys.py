@@ -173,6 +173,12 @@ def dead_reasons_for(dead_letter: str) -> str:
     return f"{dead_letter}:reasons"
 
 
+def dead_op_for(dead_letter: str, token: str) -> str:
+    """Result of one ``dead-letter replay``/``purge`` run, kept a few minutes, so that a
+    retry after a lost reply returns it instead of moving or deleting the next entries."""
+    return f"{dead_letter}:op:{token}"
+
+
 def dead_meta_for(dead_letter: str) -> str:
     """Hash beside a dead-letter list: digest → "<unix seconds> <deliveries>" at the time
     the message was dead-lettered (``autoscaler dead-letter list`` shows age and count)."""

@@ -7,9 +7,11 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+import redis.asyncio as aioredis
 
 from autoscaler import keys
 from autoscaler.cli import main
+from autoscaler.redisqueue import scripts
 
 Q = "jobs"
 DEAD = keys.dead_letter_key(Q)
@@ -101,3 +103,25 @@ def test_bad_input_is_one_line_and_exit_2(
     code, out = run(capsys, redis_url, *args)
     assert code == 2 and named in out and len(out.strip().splitlines()) == 1
     assert "Traceback" not in out
+
+
+@pytest.mark.parametrize("operation", ["replay", "purge"])
+async def test_a_run_retried_after_a_lost_reply_changes_nothing_more(
+    client: redis.Redis, redis_url: str, operation: str
+) -> None:
+    """redis-py retries a script once on a connection error: the retry carries the same op
+    key, so it must answer the first run's count instead of taking the next entries."""
+    op = keys.dead_op_for(DEAD, "t-1")
+    span = [DEAD, keys.dead_reasons_for(DEAD), keys.dead_meta_for(DEAD), op]
+    r = aioredis.Redis.from_url(redis_url)
+    try:
+        for _ in range(2):  # the first run, then its retry
+            if operation == "replay":
+                moved = await scripts.REPLAY(r, [*span, Q], [0, 2, "tail"])
+            else:
+                moved = await scripts.PURGE(r, span, [0, 2])
+            assert moved == 2
+    finally:
+        await r.aclose()
+    assert client.lrange(DEAD, 0, -1) == [b"m2", b"m1", b"m0"]  # only m4 and m3 left it
+    assert client.lrange(Q, 0, -1) == ([b"m4", b"m3"] if operation == "replay" else [])

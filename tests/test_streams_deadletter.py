@@ -21,8 +21,10 @@ def ids(redis_url: str) -> Iterator[list[str]]:
     """Three entries (one with two fields) dead-lettered by the consumer's own script."""
     r = redis.Redis.from_url(redis_url)
     r.xgroup_create(S, G, id="0", mkstream=True)
-    added = [r.xadd(S, {"body": "m0"}), r.xadd(S, {"body": "m1"}),
-             r.xadd(S, {"a": "1", "b": "2"})]  # fmt: skip
+    # Explicit ids far in the past: the dead stream's own ids (now) can never equal them,
+    # so an id names one entry (both kinds are accepted by the CLI).
+    added = [r.xadd(S, {"body": "m0"}, id="1-1"), r.xadd(S, {"body": "m1"}, id="1-2"),
+             r.xadd(S, {"a": "1", "b": "2"}, id="1-3")]  # fmt: skip
     r.xreadgroup(G, "c1", {S: ">"}, count=3)
     for n, entry_id in enumerate(added):
         args = [G, "c1", entry_id, "reject", 1, 5, f"HTTP 400 #{n}"]

@@ -9,6 +9,7 @@ meanwhile, and a replayed message starts again with no delivery counted.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
@@ -54,16 +55,20 @@ async def read(redis: Redis, dead: str, first: int = 0, count: int = -1) -> list
 @translated
 async def replay(redis: Redis, dead: str, queue: str, first: int, count: int, head: bool) -> int:
     """Move entries back to the queue, to its head (taken next) or its tail; how many."""
-    keys_ = [dead, keys.dead_reasons_for(dead), keys.dead_meta_for(dead), queue]
-    moved = await scripts.REPLAY(redis, keys_, [first, count, "head" if head else "tail"])
-    return len(moved)
+    keys_ = [*_span_keys(dead), queue]
+    return int(await scripts.REPLAY(redis, keys_, [first, count, "head" if head else "tail"]))
 
 
 @translated
 async def purge(redis: Redis, dead: str, first: int, count: int) -> int:
     """Delete entries and what is stored beside them; how many."""
-    keys_ = [dead, keys.dead_reasons_for(dead), keys.dead_meta_for(dead)]
-    return len(await scripts.PURGE(redis, keys_, [first, count]))
+    return int(await scripts.PURGE(redis, _span_keys(dead), [first, count]))
+
+
+def _span_keys(dead: str) -> list[str]:
+    """A fresh token per call: redis-py's own retry of the same call reuses it."""
+    op = keys.dead_op_for(dead, uuid.uuid4().hex)
+    return [dead, keys.dead_reasons_for(dead), keys.dead_meta_for(dead), op]
 
 
 def _entry(index: int, message: bytes, reason: object, meta: object) -> DeadLetter:

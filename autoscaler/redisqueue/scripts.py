@@ -197,11 +197,15 @@ RELEASE = Script("""
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 return redis.call('DEL', KEYS[1])
 """)
-# Dead-letter tooling. KEYS: dead, reasons, meta[, queue]
-# ARGV: index of the first (0: newest), how many (-1: to the end), then for REPLAY where
-# ('head': taken next, 'tail': taken last). Takes LRANGE [first, first+n) of the list —
-# the newest first — and removes exactly those. Returns the messages moved or purged.
+# Dead-letter tooling. KEYS: dead, reasons, meta, the run's op key (``keys.dead_op_for``)
+# [, queue]. ARGV: index of the first (0: newest), how many (-1: to the end), then for
+# REPLAY where ('head': taken next, 'tail': taken last). Takes LRANGE [first, first+n) of
+# the list — the newest first — and removes exactly those. Returns how many were moved or
+# purged; a retried run (same op key) returns the first run's count and changes nothing.
+DEAD_OP_TTL_S = 300
 _DEAD_SPAN = """
+local done = redis.call('GET', KEYS[4])
+if done then return tonumber(done) end
 local first, n = tonumber(ARGV[1]), tonumber(ARGV[2])
 local last = -1
 if n >= 0 then last = first + n - 1 end
@@ -220,18 +224,19 @@ for i = 1, #span do
   end
 end
 """
+_DEAD_DONE = f"""
+redis.call('SET', KEYS[4], #span, 'EX', {DEAD_OP_TTL_S})
+return #span
+"""
 # Oldest of the span goes first: to the head it is pushed last (RPUSH: taken next).
 REPLAY = Script(_DEAD_SPAN + """
 if ARGV[3] == 'head' then
-  for i = 1, #span do redis.call('RPUSH', KEYS[4], span[i]) end
+  for i = 1, #span do redis.call('RPUSH', KEYS[5], span[i]) end
 else
-  for i = #span, 1, -1 do redis.call('LPUSH', KEYS[4], span[i]) end
+  for i = #span, 1, -1 do redis.call('LPUSH', KEYS[5], span[i]) end
 end
-return span
-""")
-PURGE = Script(_DEAD_SPAN + """
-return span
-""")
+""" + _DEAD_DONE)
+PURGE = Script(_DEAD_SPAN + _DEAD_DONE)
 # The reaper's read: which registered consumers have no lease. No KEYS (the names are
 # built here, as the controller's read script does): ARGV = consumers-set prefix and
 # suffix, lease base, registry-hash base, the queue names joined by newlines, then any
