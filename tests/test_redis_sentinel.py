@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+import redis.exceptions
 from prometheus_client import CollectorRegistry
 from redis.asyncio.sentinel import Sentinel
 
@@ -56,12 +57,24 @@ def _sidecar(group: SentinelSet, forward: str, pod: str, log: Path) -> subproces
 
 
 async def _produce(master: aioredis.Redis, first: int, count: int) -> None:
-    """Numbered messages in batches of 50, each acknowledged by the replica."""
+    """Numbered messages in batches of 50, each acknowledged by the replica.
+
+    Like any producer that must not lose what it sends, it resends a batch whose push or
+    acknowledgement was cut by the failover (the promoted server and the demoted one both
+    close their clients' connections); a resent batch can only add duplicates, which the
+    test counts as redeliveries, never a loss.
+    """
     for start in range(first, first + count, 50):
-        await master.lpush(QUEUE, *[b"msg-%05d" % i for i in range(start, start + 50)])
+        batch = [b"msg-%05d" % i for i in range(start, start + 50)]
         async with asyncio.timeout(30):
-            while await master.execute_command("WAIT", 1, 1000) < 1:
-                pass  # the replica is (re)attaching: the batch is not safe yet
+            while True:
+                try:
+                    await master.lpush(QUEUE, *batch)
+                    while await master.execute_command("WAIT", 1, 1000) < 1:
+                        pass  # the replica is (re)attaching: the batch is not safe yet
+                    break
+                except (redis.exceptions.ConnectionError, redis.exceptions.ReadOnlyError):
+                    await asyncio.sleep(0.2)  # a retry pause, not a synchronisation
 
 
 async def _until(check: Callable[[], bool], timeout_s: float, what: str) -> None:
