@@ -16,6 +16,7 @@ import pytest
 import redis.asyncio as aioredis
 from rich.console import Console
 
+from tests.e2e import eventually
 from tests.test_local_target import pids_with
 
 FAST = ["--latency-median-ms", "100", "--latency-p95-ms", "250", "--failure-rate", "0.02"]
@@ -107,6 +108,32 @@ async def test_sigterm_drains_stops_redis_and_leaves_no_process() -> None:
     assert accounted == summary["produced"]
     leftovers = [pid for pid in pids_with(f"127.0.0.1:{port}") if pid != os.getpid()]
     assert leftovers == []  # no redis-server, launcher, sidecar of this demo left
+
+
+async def test_sigkill_leaves_no_redis_server_or_replica() -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "autoscaler", "demo", "--messages", "1000", "--json", *FAST,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stderr is not None
+    port = None
+    try:
+        async with asyncio.timeout(30):
+            while port is None:  # the banner names the private Redis
+                line = (await process.stderr.readline()).decode()
+                assert line, "the demo exited before its banner"
+                if found := re.search(r"redis://127\.0\.0\.1:(\d+)/", line):
+                    port = int(found.group(1))
+        await eventually(lambda: len(pids_with(f"127.0.0.1:{port}")) >= 2, 30,
+                         "redis-server and a replica up")  # fmt: skip
+    finally:
+        process.kill()  # SIGKILL: the demo runs no clean-up of its own
+        await process.wait()
+    await eventually(
+        lambda: [p for p in pids_with(f"127.0.0.1:{port}") if p != os.getpid()] == [],
+        30,
+        "the demo's redis-server and replicas to exit after it was SIGKILLed",
+    )
 
 
 @pytest.mark.parametrize("pattern", ["burst", "steady", "spiky"])

@@ -1,7 +1,8 @@
 """A private ``redis-server`` for the demo: a free loopback port, no persistence, stopped last.
 
 It runs in its own session, so a Ctrl-C in the terminal reaches only the demo, which
-still needs Redis while the replicas drain; the demo stops it last.
+still needs Redis while the replicas drain; the demo stops it last. A demo killed
+outright (SIGKILL) cannot stop it: the kernel does (``PR_SET_PDEATHSIG``, Linux).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from autoscaler.errors import InputError
+from autoscaler.targets.local.proc import parent_death_signal
 
 START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 5.0
@@ -52,6 +54,8 @@ class PrivateRedis:
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
             start_new_session=True,
+            # a demo SIGKILLed (no ``stop``) takes its Redis with it, as it does its replicas
+            preexec_fn=parent_death_signal(),
         )  # fmt: skip
         server = cls(process, port)
         try:
