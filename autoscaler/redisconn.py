@@ -41,14 +41,16 @@ import os
 import shutil
 import tempfile
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis import exceptions as rex
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 from redis.credentials import CredentialProvider
 
@@ -208,6 +210,90 @@ def credential_hint(error: BaseException, origin: str) -> str:
 AnyRedis = aioredis.Redis | RedisCluster
 
 
+class _LeanPoolMixin:
+    """redis-py's pool, without a lock or a timer while a connection is free.
+
+    ``BlockingConnectionPool`` enters an ``asyncio.Condition``, an ``asyncio.timeout`` and
+    an ``asyncio.Lock`` for every command, plus redis-py's pool observability hooks, even
+    when a connection is free: 40–75 µs of CPU per message for the sidecar at 8–32 slots
+    (``bench/bench_consumer.py``). All of a pool's users run on one event loop, so taking
+    a free connection (or making one below ``max_connections``) is a few plain steps with
+    no await between the check and the take, and needs no lock. Past ``max_connections`` a
+    caller waits, first come first served, up to ``timeout`` seconds, then gets
+    ``ConnectionError("No connection available.")`` as from ``BlockingConnectionPool``; a
+    released connection is handed straight to the oldest waiter. Each connection is still
+    checked before use (``ensure_connection``: reconnect when dead or holding unread data).
+
+    Not used: what redis-py runs under its pool lock for RESP3 maintenance notifications
+    and for streaming (token) credential providers; this project uses neither.
+    """
+
+    _available_connections: list[AbstractConnection]
+    _in_use_connections: set[AbstractConnection]
+    max_connections: int
+
+    def __init__(self, *args: Any, timeout: float | None = 20.0, **kwargs: Any) -> None:
+        self.timeout = timeout
+        self._waiters: deque[asyncio.Future[AbstractConnection]] = deque()
+        super().__init__(*args, **kwargs)
+
+    async def get_connection(
+        self, command_name: str | None = None, *keys: Any, **options: Any
+    ) -> AbstractConnection:
+        pool: Any = self  # the ConnectionPool this is mixed into
+        if self._available_connections or len(self._in_use_connections) < self.max_connections:
+            connection: AbstractConnection = pool.get_available_connection()
+        else:
+            connection = await self._wait_for_connection()
+        try:
+            await pool.ensure_connection(connection)
+        except BaseException:
+            await self.release(connection)
+            raise
+        return connection
+
+    async def _wait_for_connection(self) -> AbstractConnection:
+        waiter: asyncio.Future[AbstractConnection] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            async with asyncio.timeout(self.timeout):
+                try:
+                    return await waiter
+                except BaseException:
+                    if waiter.done() and not waiter.cancelled():  # handed over as we left
+                        self._free(waiter.result())
+                    waiter.cancel()
+                    raise
+        except TimeoutError:
+            raise rex.ConnectionError("No connection available.") from None
+
+    async def release(self, connection: AbstractConnection) -> None:
+        marked: Any = connection.should_reconnect  # untyped in redis-py
+        try:
+            if marked():  # by a maintenance notification
+                await connection.disconnect()
+        finally:
+            self._free(connection)
+
+    def _free(self, connection: AbstractConnection) -> None:
+        self._in_use_connections.remove(connection)  # KeyError if not ours, as redis-py
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():  # not timed out or cancelled
+                self._in_use_connections.add(connection)
+                waiter.set_result(connection)
+                return
+        self._available_connections.append(connection)
+
+
+class LeanPool(_LeanPoolMixin, ConnectionPool):
+    """``make_client(lean_pool=True)``'s pool for one server (see ``_LeanPoolMixin``)."""
+
+
+class LeanSentinelPool(_LeanPoolMixin, SentinelConnectionPool):
+    """``make_client(lean_pool=True)``'s pool for a Sentinel-managed master."""
+
+
 def make_client(
     url: str,
     credentials: RedisCredentials | None = None,
@@ -215,6 +301,7 @@ def make_client(
     connect_timeout_s: float = 2.0,
     read_timeout_s: float | None = 2.0,
     max_connections: int = 16,
+    lean_pool: bool = False,
     **extra: Any,
 ) -> aioredis.Redis:
     """A client with its own pool for one server; ``SourceError`` for a bad URL.
@@ -229,6 +316,11 @@ def make_client(
     error: after a Redis restart or a failover the pooled connection is dead and the retry
     reconnects (to the new master). A timeout is not retried here (the command may have
     run); longer outages are the caller's to back off from.
+
+    ``lean_pool``: the same waiting and limits without a lock or a timer per command
+    (``LeanPool``), for a client that runs many short commands (the sidecar: a message
+    is one script). Off by default: the controller keeps redis-py's
+    ``BlockingConnectionPool``. A Cluster client has its own per-node pools: ignored.
     """
     credentials = RedisCredentials.from_env() if credentials is None else credentials
     try:
@@ -245,7 +337,9 @@ def make_client(
         kwargs["credential_provider"] = credentials
     try:
         if endpoint.sentinels:
-            return _sentinel_client(endpoint, credentials, kwargs, max_connections)
+            lean = {"connection_pool_class": LeanSentinelPool, "timeout": connect_timeout_s}
+            return _sentinel_client(endpoint, credentials, kwargs, max_connections,
+                                    lean if lean_pool else {})  # fmt: skip
         target = endpoint.url or ""
         if credentials.present:
             scheme, sep, rest = target.partition("://")
@@ -257,7 +351,8 @@ def make_client(
             return _cluster_client(target, kwargs, max_connections)  # type: ignore[return-value]
         kwargs["max_connections"] = max_connections
         kwargs["timeout"] = connect_timeout_s  # wait for a free pooled connection
-        pool = aioredis.BlockingConnectionPool.from_url(target, **kwargs)
+        pool_class = LeanPool if lean_pool else aioredis.BlockingConnectionPool
+        pool = pool_class.from_url(target, **kwargs)
     except (ValueError, rex.RedisError) as e:
         shown = redact_url(url)
         detail = str(e) if shown == url else type(e).__name__  # str(e) may quote a password
@@ -280,12 +375,13 @@ def _sentinel_client(
     credentials: RedisCredentials,
     kwargs: dict[str, Any],
     max_connections: int,
+    pool: dict[str, Any],
 ) -> aioredis.Redis:
     """The master of ``endpoint.sentinel_master``, found through the sentinels and found
     again after a failover (a READONLY reply or a dead connection). The sentinels are
     asked with the same timeouts, over TLS with ``rediss+sentinel://`` (verified against
     the same CA as the master), with their own credentials if any; the master gets the
-    master's credentials."""
+    master's credentials. ``pool``: the pool class and its options, if not redis-py's."""
     tls = credentials.tls_options() if endpoint.sentinel_tls else {}
     sentinel_kwargs = {k: v for k, v in kwargs.items() if k.startswith("socket_")}
     if (auth := credentials.for_sentinels()) is not None:
@@ -295,8 +391,9 @@ def _sentinel_client(
     sentinel = Sentinel(list(endpoint.sentinels), sentinel_kwargs=sentinel_kwargs,
                         ssl=endpoint.sentinel_tls, **tls, **kwargs)  # fmt: skip
     client: _SentinelMaster = sentinel.master_for(
-        endpoint.sentinel_master or "", redis_class=_SentinelMaster, max_connections=max_connections
-    )
+        endpoint.sentinel_master or "", redis_class=_SentinelMaster,
+        max_connections=max_connections, **pool,
+    )  # fmt: skip
     client.sentinel_clients = list(sentinel.sentinels)
     return client
 
@@ -320,7 +417,7 @@ class Script:
         self.source = source
         self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
 
-    async def __call__(self, redis: aioredis.Redis, keys_: list[str], args: list[Any]) -> Any:
+    async def __call__(self, redis: aioredis.Redis, keys_: Sequence[str], args: list[Any]) -> Any:
         """Run it once; redis-py errors propagate (the caller translates them)."""
         try:
             return await redis.evalsha(self.sha, len(keys_), *keys_, *args)

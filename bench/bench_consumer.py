@@ -21,8 +21,9 @@ sidecar
 
 Per row: msg/s, and this process's CPU µs per message (the sidecar's process CPU: robust
 to a busy machine, unlike rates). Each figure is the median of ``--repeat`` interleaved
-runs with min–max; sidecar/floor is the median of the paired ratios, of msg/s and of
-CPU per message (floor CPU / sidecar CPU: the steadier one on a loaded machine).
+runs (every other round in reverse order) with min–max; sidecar/floor is the median of
+the paired ratios, of msg/s and of CPU per message (floor CPU / sidecar CPU: the steadier
+one on a loaded machine).
 Goal: sidecar ≥ 90% of the floor at every concurrency, no drop from 8 to 32.
 """
 
@@ -164,6 +165,15 @@ def _count_acks(worker: Worker, n: int, done: asyncio.Event) -> None:
     handler.ack = counted_ack  # type: ignore[method-assign]
 
 
+NAMES = ("floor", "bare", "sidecar")
+
+
+async def one(r: aioredis.Redis, redis_url: str, url: str, n: int, c: int, name: str) -> Result:
+    if name == "sidecar":
+        return await sidecar(r, redis_url, url, n, c)
+    return await forwarder(r, url, n, c, journal=name == "floor")
+
+
 def spread(values: list[float], fmt: str) -> str:
     return f"{statistics.median(values):{fmt}} ({min(values):{fmt}}–{max(values):{fmt}})"
 
@@ -178,10 +188,13 @@ async def run(redis_url: str, processor_url: str, n: int, levels: list[int], rep
     try:
         for c in levels:
             rounds = []
-            for _ in range(repeat):
-                floor = await forwarder(r, processor_url, n, c, journal=True)
-                bare = await forwarder(r, processor_url, n, c, journal=False)
-                rounds.append((floor, bare, await sidecar(r, redis_url, processor_url, n, c)))
+            for i in range(repeat):
+                # Every other round in reverse: the processor keeps every request it gets
+                # and the machine's load drifts, so a fixed order would always give one of
+                # the three the later state.
+                order = NAMES if i % 2 == 0 else NAMES[::-1]
+                got = {name: await one(r, redis_url, processor_url, n, c, name) for name in order}
+                rounds.append((got["floor"], got["bare"], got["sidecar"]))
             cols = []
             for i, name in enumerate(("floor", "bare (no journal)", "sidecar")):
                 rates = [row[i].rate_per_s for row in rounds]

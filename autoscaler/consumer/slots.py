@@ -65,6 +65,7 @@ class Slots:
         self._ledger = ledger
         self._redis = redis
         self._s = settings
+        self._ck = settings.keys  # one object: its ACK_TAKE keys are built once
         self._handler = handler
         self._metrics = metrics
         self._log = log
@@ -111,7 +112,11 @@ class Slots:
                     take = self._take_now(slot)
                     ahead = asyncio.create_task(take, name="consumer-take-ahead")
                 started = time.monotonic()
-                ok = await self._process(current)
+                self.in_flight += 1
+                try:
+                    ok = await self._handler.process(current)
+                finally:
+                    self.in_flight -= 1
                 took_s = time.monotonic() - started
                 following = await ahead if ahead is not None else None
                 ahead = None
@@ -137,13 +142,6 @@ class Slots:
     def _may_take_ahead(self, took_s: float) -> bool:
         return self._s.concurrency == 1 and took_s < TAKE_AHEAD_BELOW_S and self._may_take()
 
-    async def _process(self, delivery: redisqueue.Delivery) -> bool:
-        self.in_flight += 1
-        try:
-            return await self._handler.process(delivery)
-        finally:
-            self.in_flight -= 1
-
     async def _ack(self, slot: int, message: bytes, take_next: bool) -> redisqueue.Delivery | None:
         async with self._ledger.door():
             step = self._ledger.step(slot)
@@ -155,9 +153,7 @@ class Slots:
     async def _take_now(self, slot: int) -> redisqueue.Delivery | None:
         async with self._ledger.door():
             try:
-                delivery = await redisqueue.take_now(
-                    self._redis, self._s.keys, self._ledger.step(slot)
-                )
+                delivery = await redisqueue.take_now(self._redis, self._ck, self._ledger.step(slot))
             except QueueError as e:
                 self._handler.redis_failed(e, 1)  # a lost reply may have taken one
                 return None  # the blocking take that follows reports and backs off
@@ -172,7 +168,7 @@ class Slots:
             step = self._ledger.step(slot)
             try:
                 delivery = await redisqueue.take(
-                    self._redis, self._s.keys, self._s.take_timeout_s, step
+                    self._redis, self._ck, self._s.take_timeout_s, step
                 )
             except QueueError as e:
                 self._take_failures += 1

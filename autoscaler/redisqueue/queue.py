@@ -16,6 +16,7 @@ the processing list with what its slots hold and returns such *orphans* to the q
 from __future__ import annotations
 
 import asyncio
+import functools
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import NamedTuple
@@ -63,10 +64,16 @@ class ConsumerKeys:
         return [self.processing, dead, keys.dead_reasons_for(dead), deliveries, self.alone,
                 keys.dead_meta_for(dead)]  # fmt: skip
 
-    def taking(self) -> list[str]:
+    def taking(self) -> tuple[str, ...]:
         """KEYS of ``ACK_TAKE``."""
-        return [self.queue, self.processing, keys.deliveries_key(self.queue), self.quarantine,
-                self.alone, self.journal, keys.processed_key(self.queue)]  # fmt: skip
+        return self._taking
+
+    @functools.cached_property
+    def _taking(self) -> tuple[str, ...]:
+        # Built once: the sidecar runs ACK_TAKE once per message, and building the seven
+        # names each time cost ~5 µs of CPU per message (bench_consumer, cProfile).
+        return (self.queue, self.processing, keys.deliveries_key(self.queue), self.quarantine,
+                self.alone, self.journal, keys.processed_key(self.queue))  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
