@@ -17,6 +17,7 @@ from autoscaler.consumer.metrics import ConsumerMetrics, Outcome
 from autoscaler.keys import ConsumerState
 from autoscaler.metrics import DIRECTIONS, DRAIN_STAGES, ControllerMetrics
 from autoscaler.policy import Reason
+from autoscaler.workloadseries import Family, KeyedCounters
 
 # What the exposition adds to a family's name, by type.
 SUFFIXES = {
@@ -48,19 +49,24 @@ LABELS = {
 }
 
 
-def _wrappers(*owners: object) -> Iterator[MetricWrapperBase]:
+def _label_names(*owners: object) -> Iterator[tuple[str, list[str]]]:
+    """(family name, label names) of every metric the owners hold: prometheus_client's
+    and the controller's per-workload families (``autoscaler.workloadseries``)."""
     for owner in owners:
         for value in vars(owner).values():
-            values = value.values() if isinstance(value, dict) else [value]
-            yield from (v for v in values if isinstance(v, MetricWrapperBase))
+            for v in value.values() if isinstance(value, dict) else [value]:
+                if isinstance(v, MetricWrapperBase):
+                    yield v._name, list(v._labelnames)
+                elif isinstance(v, Family | KeyedCounters):
+                    yield v.name, list(v.labelnames)
 
 
 def rows() -> list[tuple[str, str, list[str], str]]:
     """(exposed series, type, labels, meaning) for every family of both registries."""
     registry = CollectorRegistry()
     owners = (ControllerMetrics(registry), ConsumerMetrics(registry, "example"))
-    # Label names are not public on a family without samples; the wrappers know them.
-    label_names = {w._name: list(w._labelnames) for w in _wrappers(*owners)}
+    # Label names are not public on a family without samples; the metrics know them.
+    label_names = dict(_label_names(*owners))
     out = []
     for family in registry.collect():
         labels = label_names.get(family.name, [])
