@@ -240,6 +240,7 @@ async def test_one_read_per_cycle_for_many_workloads(
     h = Harness(redis_url, clock=clock)
     for i in range(50):
         h.add(f"q{i}", replicas=1)
+
     async def script_calls() -> int:
         stats = await redis_client.info("commandstats")
         return sum(int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in ("evalsha", "eval"))
@@ -325,5 +326,42 @@ async def test_steady_cycles_are_counted_and_a_changed_queue_is_decided(
     assert h.controller.workloads[refs[1]].last_decision.replicas == 4  # type: ignore[union-attr]
     assert decisions(refs[1], "ScaleUp") == 1 and decisions(refs[1], "TooFewReplicas") == 5
     assert decisions(refs[2], "TooFewReplicas") == 6
+    await h.controller.aclose()
+    await h.pool.aclose()
+
+
+async def test_a_queue_moving_within_its_band_is_counted_shown_and_not_rewritten(
+    redis_url: str, redis_client: aioredis.Redis
+) -> None:
+    """At 2 replicas of 50 messages, a backlog moving within (50, 100] cannot change the
+    decision (policy.band): each cycle counts it and the gauges show the new backlog, but
+    no status is written; past the band the same cycle decides in full."""
+    clock = ManualClock()
+    h = Harness(redis_url, clock=clock)
+    ref = h.add("b0", replicas=2, min_replicas="1")
+    await redis_client.lpush("b0", *["x"] * 60)
+    await h.controller.cycle()
+    await wait_for(lambda: bool(h.targets[ref].statuses))
+    written = len(h.targets[ref].statuses)
+
+    def sample(name: str, **labels: str) -> float | None:
+        labels = {"namespace": "default", "workload": "b0", **labels}
+        return h.registry.get_sample_value(name, labels)
+
+    for backlog in (70, 99, 51, 100):
+        await redis_client.delete("b0")
+        await redis_client.lpush("b0", *["x"] * backlog)
+        clock.advance(1.0)
+        assert await h.controller.cycle() == 1
+        assert h.controller.workloads[ref].skipped_at == clock.now  # held, not decided
+        assert sample("queue_autoscaler_backlog", trigger="redis:b0") == backlog
+        assert not h.controller.statuses.pending and len(h.targets[ref].statuses) == written
+    assert sample("queue_autoscaler_decisions_total", reason="DesiredWithinRange") == 5
+    await redis_client.lpush("b0", *["x"] * 20)  # 120: 3 replicas
+    clock.advance(1.0)
+    await h.controller.cycle()
+    assert h.controller.workloads[ref].skipped_at is None
+    assert sample("queue_autoscaler_decisions_total", reason="ScaleUp") == 1
+    await wait_for(lambda: h.replicas(ref) == 3)
     await h.controller.aclose()
     await h.pool.aclose()

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from autoscaler.annotations import spec_with
@@ -18,10 +19,13 @@ from autoscaler.policy import (
     RedisTrigger,
     ScaleUpRule,
     ScalingSpec,
+    Trigger,
+    band,
     decide,
     note_steady,
     steady,
     steady_candidate,
+    within,
 )
 
 REDIS = RedisTrigger(("jobs",), messages_per_replica=10)
@@ -314,12 +318,217 @@ def test_skipping_steady_cycles_changes_no_decision(
             lazy, skipped_at = previous, now
         else:
             if skipped_at is not None and previous is not None:
-                lazy_state = note_steady(lazy_state, skipped_at, previous.recommendation)
+                lazy_state = note_steady(spec, lazy_state, skipped_at, previous)
                 skipped_at = None
             lazy, lazy_state = decide(spec, lazy_current, readings, lazy_state, now)
-        assert (lazy.replicas, lazy.reason) == (full.replicas, full.reason)
+        assert lazy == full
+        if skipped_at is not None:  # the state decide left = the skipped cycles recorded
+            assert note_steady(spec, lazy_state, skipped_at, lazy) == full_state
+        else:
+            assert lazy_state == full_state
         previous, previous_readings = lazy, readings
         full_current = lazy_current = full.replicas
+
+
+def substance(d: Decision) -> tuple[object, ...]:
+    """A decision but its message (which quotes the readings)."""
+    return (d.replicas, d.current, d.reason, d.active, d.recommendation)
+
+
+# how a value moves from one cycle to the next (None: that read fails, the value stays)
+steps = st.one_of(
+    st.sampled_from([0.0, 1.0, -1.0, 0.5, -0.5, 1e-9, -1e-9, 4.0, -4.0]),
+    st.floats(-3.0, 3.0),
+    st.sampled_from([None, *[0.0] * 9]),  # a failed read now and then
+)
+
+
+# counts and values near zero and activation (idle, cooldown, zero replicas) often
+counts = st.integers(0, 15) | st.integers(0, 2)
+small_values = st.integers(0, 60).map(float) | st.integers(0, 5).map(float)
+
+
+@st.composite
+def banded_specs(draw: st.DrawFn) -> ScalingSpec:
+    """One or two triggers (lists, Prometheus), sometimes watermarks or the rate mode."""
+    mpr = float(draw(st.integers(1, 10)))
+    act = float(draw(st.integers(0, 4)))
+    watched = draw(st.booleans())
+    redis = RedisTrigger(
+        ("q",),
+        mpr,
+        activation_messages=act,
+        memory_high=0.8 if watched else None,
+        memory_low=0.6 if watched else None,
+    )
+    triggers: tuple[Trigger, ...] = (redis,)
+    if draw(st.booleans()):
+        triggers += (PrometheusTrigger("up", draw(st.sampled_from([0.5, 3.0, 7.0]))),)
+    lo = draw(st.integers(0, 4))
+    return spec_with(
+        triggers,
+        min_replicas=lo,
+        max_replicas=max(lo, 1) + draw(st.integers(0, 12)),
+        tolerance=draw(st.sampled_from([0.0, 0.1, 0.3])),
+        scale_down_stabilization_s=draw(st.sampled_from([0.0, 30.0, 300.0])),
+        cooldown_s=draw(st.sampled_from([0.0, 60.0])),
+        target_drain_time_s=draw(st.sampled_from([None, None, None, 60.0])),
+    )
+
+
+@settings(max_examples=1000)
+@given(
+    banded_specs(),
+    st.lists(
+        st.tuples(
+            st.lists(steps, min_size=2, max_size=2),
+            st.sampled_from([1.0, 5.0, 40.0]),  # seconds since the last cycle
+            st.sampled_from([None] * 9 + [0, 1, 4]),  # now and then moved by someone else
+            st.sampled_from([None, 0.5, 0.9]),  # Redis memory ratio
+        ),
+        min_size=1,
+        max_size=30,
+    ),
+    counts,
+    st.lists(small_values, min_size=2, max_size=2),
+)
+def test_skipping_within_band_decides_and_remembers_as_decide(
+    spec: ScalingSpec,
+    cycles: list[tuple[list[float | None], float, int | None, float | None]],
+    start: int,
+    values: list[float],
+) -> None:
+    """The loop's shortcuts — ``steady`` (same readings) and ``band``/``within`` (the
+    readings moved inside the band), each skipped cycle recorded with ``note_steady``
+    before the next real decision — give ``decide``'s decisions (their message aside,
+    which quotes the readings) and leave exactly ``decide``'s state."""
+    full_state = lazy_state = PolicyState()
+    current, now = start, 0.0
+    previous: Decision | None = None
+    previous_readings: list[Reading] | None = None
+    bands = None
+    skipped_at: float | None = None
+    for moves, gap, moved, ratio in cycles:
+        now += gap
+        if moved is not None:
+            current = moved
+        values = [v if m is None else max(0.0, v + m) for v, m in zip(values, moves, strict=True)]
+        readings = [
+            Reading.failed("x")
+            if m is None
+            else Reading(v, v, 0.0, 100.0, consumers=1, memory_ratio=ratio)
+            for v, m, _ in zip(values, moves, spec.triggers, strict=False)
+        ]
+        full, full_state = decide(spec, current, readings, full_state, now)
+        skip = (
+            previous is not None
+            and previous.current == current
+            and (
+                steady(spec, previous, previous_readings, readings, current)
+                or (bands is not None and within(bands, readings, now))
+            )
+        )
+        if skip:
+            assert previous is not None
+            lazy, skipped_at = previous, now
+            event("skipped: " + ("steady" if readings == previous_readings else "within band"))
+        else:
+            if skipped_at is not None and previous is not None:
+                lazy_state = note_steady(spec, lazy_state, skipped_at, previous)
+                skipped_at = None
+            lazy, lazy_state = decide(spec, current, readings, lazy_state, now)
+            assert lazy == full
+            bands = band(spec, lazy, readings, lazy_state)
+            previous = lazy
+        previous_readings = readings
+        assert substance(lazy) == substance(full)
+        if skipped_at is not None:
+            assert note_steady(spec, lazy_state, skipped_at, lazy) == full_state
+        else:
+            assert lazy_state == full_state
+        current = full.replicas  # the loop scales to it
+
+
+@settings(max_examples=1000)
+@given(
+    banded_specs(),
+    counts,
+    st.lists(small_values, min_size=2, max_size=2),  # a reading before
+    st.lists(small_values | st.floats(0.0, 60.0), min_size=2, max_size=2),  # the decided one
+    st.lists(st.sampled_from([0.0, 1.0, 0.5, 0.999999, 1e-9]), min_size=2, max_size=2),
+    st.sampled_from([1.0, 30.0, 100.0, 1000.0]),
+)
+def test_band_holds_anywhere_inside_at_any_later_time(
+    spec: ScalingSpec,
+    current: int,
+    before: list[float],
+    decided: list[float],
+    where: list[float],
+    later: float,
+) -> None:
+    """Any value in the band (its ends included), any time later up to its end: ``decide``
+    gives the decision again (but its message) and leaves what ``note_steady`` records."""
+    first = [Reading(v) for v, _ in zip(before, spec.triggers, strict=False)]
+    _, state = decide(spec, current, first, PolicyState(), 0.0)
+    readings = [Reading(v) for v, _ in zip(decided, spec.triggers, strict=False)]
+    decision, state = decide(spec, current, readings, state, 5.0)
+    bands = band(spec, decision, readings, state)
+    if bands is None:
+        return
+    inside = [
+        Reading(low + f * (high - low)) for (low, high), f in zip(bands.values, where, strict=False)
+    ]
+    at = min(5.0 + later, bands.until)  # a window's hold ends
+    assert within(bands, inside, at)
+    again, after = decide(spec, current, inside, state, at)
+    assert substance(again) == substance(decision)
+    assert after == note_steady(spec, state, at, decision)
+
+
+def test_band_holds_a_moving_queue_and_ends_at_the_next_replica() -> None:
+    """Within tolerance at 2 replicas of 10 messages: 18..22 (±10%), and ceil(value / 10)
+    is the same only within (20, 30]; on the edges the decision does change."""
+    spec = spec_with((REDIS,))
+    decision, state = decide(spec, 2, [q(21.5)], PolicyState(), 0.0)
+    assert (decision.replicas, decision.reason) == (2, Reason.WITHIN_TOLERANCE)
+    bands = band(spec, decision, [q(21.5)], state)
+    assert bands is not None
+    ((low, high),) = bands.values
+    assert bands.until == math.inf
+    assert 20 < low <= 20.000001 and 21.999999 < high <= 22.0 + 1e-6
+    for v in (low, high):
+        assert substance(decide(spec, 2, [q(v)], state, 9.0)[0]) == substance(decision)
+    for v in (math.nextafter(low, 0), math.nextafter(high, 99)):
+        assert substance(decide(spec, 2, [q(v)], state, 9.0)[0]) != substance(decision)
+
+
+def test_a_band_held_by_the_window_ends_when_its_high_entry_leaves() -> None:
+    """3 replicas recommended at 0 s hold 3 against a lower load until 0 + 60 s (the
+    window), exactly: the last held ``now`` is in the band, the next float is not (then
+    the 2 recommended at 5 s holds 2)."""
+    spec = spec_with((REDIS,), min_replicas=1, scale_down_stabilization_s=60.0)
+    _, state = decide(spec, 3, [q(30)], PolicyState(), 0.0)
+    _, state = decide(spec, 3, [q(20)], state, 5.0)
+    held, state = decide(spec, 3, [q(10)], state, 10.0)
+    assert held.reason is Reason.SCALE_DOWN_STABILIZED
+    bands = band(spec, held, [q(10)], state)
+    assert bands is not None and 59.999 < bands.until < 60.0
+    assert within(bands, [q(7)], bands.until)
+    assert not within(bands, [q(7)], math.nextafter(bands.until, 99))
+    assert decide(spec, 3, [q(7)], state, bands.until)[0].replicas == 3
+    assert decide(spec, 3, [q(7)], state, math.nextafter(bands.until, 99))[0].replicas == 2
+
+
+def test_no_band_where_the_cooldown_decides() -> None:
+    """Idle above zero with min 0: the cooldown clock runs, no band."""
+    spec = spec_with((REDIS,), min_replicas=0)
+    cooling, state = decide(spec, 1, [q(0)], PolicyState(), 0.0)  # cooldown running
+    assert (cooling.replicas, cooling.reason, cooling.active) == (
+        1,
+        Reason.DESIRED_WITHIN_RANGE,
+        False,
+    )
+    assert band(spec, cooling, [q(0)], state) is None
 
 
 @settings(max_examples=300)

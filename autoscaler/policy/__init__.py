@@ -1,12 +1,15 @@
 """The pure scaling policy. Standard library only (an import-linter contract keeps it so)."""
 
 from autoscaler.policy.core import (
+    Band,
+    band,
     decide,
     note_steady,
     proposal,
     scale_up_limit,
     steady,
     steady_candidate,
+    within,
 )
 from autoscaler.policy.spec import (
     PrometheusTrigger,
@@ -19,6 +22,7 @@ from autoscaler.policy.spec import (
 from autoscaler.policy.state import Decision, PolicyState, RateEstimate, Reading, Reason
 
 __all__ = [
+    "Band",
     "Decision",
     "PolicyState",
     "PrometheusTrigger",
@@ -30,10 +34,12 @@ __all__ = [
     "ScaleUpRule",
     "ScalingSpec",
     "Trigger",
+    "band",
     "decide",
     "note_steady",
     "proposal",
     "scale_up_limit",
     "steady",
     "steady_candidate",
+    "within",
 ]

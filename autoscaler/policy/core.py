@@ -82,9 +82,17 @@ def _size(
 
 def _within_tolerance(raw: int, current: int, tolerance: float, exact: float) -> int:
     """Keep ``current`` when the load is within the band around it (HPA ``tolerance``)."""
-    if current > 0 and abs(exact / current - 1.0) <= tolerance + 1e-9:  # float edge of the band
+    if current > 0 and _side_of_band(exact, current, tolerance) == 0:
         return current
     return raw
+
+
+def _side_of_band(exact: float, current: int, tolerance: float) -> int:
+    """-1 below the tolerance band around ``current`` (> 0), 0 inside, 1 above."""
+    off = exact / current - 1.0
+    if abs(off) <= tolerance + 1e-9:  # float edge of the band
+        return 0
+    return -1 if off < 0 else 1
 
 
 def _stabilize(spec: ScalingSpec, current: int, wanted: int, state: PolicyState, now: float) -> int:
@@ -276,7 +284,15 @@ def _remember_output(
     now: float,
 ) -> PolicyState:
     window_start = now - spec.scale_down_stabilization_s
-    recommendations = [p for p in state.recommendations if p[0] > window_start]
+    # Only what can still be the window's highest: an entry no later and no higher than
+    # this one leaves the window no later and never wins ``_stabilize``'s max. The window
+    # stays a few entries (times rising, counts falling) instead of one per cycle, and is
+    # the same whether skipped cycles are recorded one by one or once (``note_steady``).
+    recommendations = [
+        p
+        for p in state.recommendations
+        if p[0] > window_start and (p[0] > now or p[1] > recommendation)
+    ]
     recommendations.append((now, recommendation))
     period_start = now - spec.scale_up.period_s
     scale_ups = [p for p in state.scale_ups if p[0] > period_start]
@@ -350,8 +366,181 @@ def steady_candidate(spec: ScalingSpec, previous: Decision | None) -> bool:
     )
 
 
-def note_steady(state: PolicyState, at: float, recommendation: int | None) -> PolicyState:
-    """Record the recommendation of the last skipped (steady) cycle at time ``at``."""
-    if recommendation is None:
+def note_steady(
+    spec: ScalingSpec, state: PolicyState, at: float, decision: Decision
+) -> PolicyState:
+    """The state ``decide`` would have left had it run for every cycle skipped since
+    ``decision`` (``steady``, or within its ``band``), the last of them at ``at``.
+
+    Exactly, not approximately (property-tested): in such a cycle ``decide`` changes the
+    state only through ``_remember_output`` — the same recommendation and replicas again,
+    the windows trimmed to ``at`` — and an entry no later and no higher than the newest
+    one is dropped, so recording the last skipped cycle is recording them all. Paused and
+    idle-at-zero decisions record nothing.
+    """
+    if decision.reason in (Reason.PAUSED, Reason.INACTIVE) or decision.recommendation is None:
         return state
-    return replace(state, recommendations=(*state.recommendations, (at, recommendation)))
+    return _remember_output(
+        spec, decision.current, decision.replicas, decision.recommendation, state, at
+    )
+
+
+# ---- within a band: the readings moved, the decision cannot ------------------------------
+
+# No-change reasons that, at the same current count, depend on the readings only through
+# each trigger's ``_atoms`` — never on the clock or the windows; their recommendation is
+# the current count.
+_BANDED = frozenset(
+    {
+        Reason.DESIRED_WITHIN_RANGE,
+        Reason.WITHIN_TOLERANCE,
+        Reason.TOO_FEW_REPLICAS,
+        Reason.TOO_MANY_REPLICAS,
+    }
+)
+_LIMIT = 2.0**53  # values beyond are in no band (``decide`` raises on an infinite one)
+_NUDGES = 8  # ulps an estimated edge may be moved to land inside the band
+
+
+class Band(NamedTuple):
+    """Where a decision holds: ``values``, per trigger, the closed interval of its
+    values; ``until``, the last ``now`` it holds at (inf: for ever)."""
+
+    values: tuple[tuple[float, float], ...]
+    until: float
+
+
+def band(
+    spec: ScalingSpec, decision: Decision, readings: Sequence[Reading], state: PolicyState
+) -> Band | None:
+    """Per trigger, the values around ``readings``' for which ``decide`` gives
+    ``decision`` again at any later time up to ``until`` while the current count is
+    unchanged — same replicas, reason, activity and recommendation; only the message,
+    which quotes the values, would differ — or None when no such promise can be made.
+    ``state`` is what ``decide`` returned with ``decision``.
+
+    The loop skips ``decide`` for readings ``within`` the band and records the skipped
+    cycles with ``note_steady`` before the next real decision; the decisions and the state
+    are then exactly ``decide``'s (property-tested). At 10,000 busy workloads whose queues
+    move without changing their decisions this is most of a cycle's CPU
+    (docs/performance.md, goal 1).
+
+    Which decisions: no change (replicas = current > 0), every trigger read, for a
+    reason in ``_BANDED`` (for ever), or held by the stabilization window
+    (ScaleDownStabilized: until the window's last entry at or above the current count
+    leaves it, ``_held_until``); active or with min-replicas above 0 (idle above zero
+    with min 0 runs the cooldown clock); outside the rate-aware mode, schedules and
+    memory watermarks (their inputs move with the clock or with other fields of a
+    reading).
+
+    Why an interval: such a decision sees each value only through ``_atoms`` — what the
+    trigger wants, whether (and from which side) the tolerance band decided it, above
+    activation or not — and the values with the same atoms form an interval (see
+    ``_value_band``), so two ends with the same atoms prove the whole interval.
+    """
+    held = decision.reason is Reason.SCALE_DOWN_STABILIZED
+    if (
+        not (held or decision.reason in _BANDED)
+        or not decision.replicas == decision.current > 0
+        or decision.recommendation is None
+        or (
+            decision.recommendation >= decision.current
+            if held
+            else decision.recommendation != decision.current
+        )
+        or not (decision.active or spec.min_replicas > 0)
+        or state.memory_pressure
+        or spec.target_drain_time_s is not None
+        or spec.schedule is not None
+        or spec.paused
+        or spec.paused_replicas is not None
+        or any(isinstance(t, RedisTrigger) and t.memory_high is not None for t in spec.triggers)
+    ):
+        return None
+    out = []
+    for trigger, reading in zip(spec.triggers, readings, strict=True):
+        value = reading.value
+        if value is None or not -_LIMIT <= value <= _LIMIT:  # NaN too
+            return None
+        out.append(_value_band(trigger, value, decision.current, spec.tolerance))
+    until = _held_until(spec, decision.current, state) if held else math.inf
+    return Band(tuple(out), until)
+
+
+def within(band: Band, readings: Sequence[Reading], now: float) -> bool:
+    """``now`` no later than ``band.until``, every reading's value known and inside
+    its trigger's interval."""
+    if now > band.until:
+        return False
+    for (low, high), reading in zip(band.values, readings, strict=True):
+        value = reading.value
+        if value is None or not low <= value <= high:
+            return False
+    return True
+
+
+def _held_until(spec: ScalingSpec, current: int, state: PolicyState) -> float:
+    """The last ``now`` at which the window still has an entry at or above ``current``
+    (so ``_stabilize`` holds the count), by ``_stabilize``'s own arithmetic: ``at >
+    now - window``; -inf when none is."""
+    window = spec.scale_down_stabilization_s
+    at = max((at for at, n in state.recommendations if n >= current), default=None)
+    if at is None:
+        return -math.inf
+    until = at + window
+    for _ in range(_NUDGES):
+        if at > until - window:  # decide's test (``_stabilize``), at the end itself
+            return until
+        until = math.nextafter(until, -math.inf)
+    return -math.inf
+
+
+def _atoms(trigger: Trigger, value: float, current: int, tolerance: float) -> tuple[object, ...]:
+    """All a ``_BANDED`` decision sees of one value, computed as ``_size`` computes it:
+    the replicas the trigger wants; whether the tolerance band decided them, and from
+    which side of ``current`` (None: it did not); above activation or not."""
+    exact = value / trigger.target
+    raw = math.ceil(exact)
+    wanted = _within_tolerance(raw, current, tolerance, exact)
+    return wanted, None if wanted == raw else raw < current, value > trigger.activation
+
+
+def _value_band(
+    trigger: Trigger, value: float, current: int, tolerance: float
+) -> tuple[float, float]:
+    """The interval of values with ``value``'s atoms: its ends estimated from the
+    formulas, then each moved (by a few ulps at most) until its atoms are ``value``'s.
+
+    The atoms' sets are intervals: ``raw`` = ceil(value / target) is monotone in the
+    value (a float division by a positive number is), the tolerance band around
+    ``current`` is an interval of values with ``raw`` ≤ current below it and > current
+    above it, and activation splits the values in two.
+    """
+    target, atoms = trigger.target, _atoms(trigger, value, current, tolerance)
+    _, tolerated_from_below, active = atoms
+    raw = math.ceil(value / target)
+    below = target * current * (1.0 - tolerance - 1e-9)  # the tolerance band's ends
+    above = target * current * (1.0 + tolerance + 1e-9)
+    if tolerated_from_below is None:  # wanted = raw: one raw, on this side of the band
+        lows, highs = [(raw - 1) * target], [raw * target]
+        if raw < current:
+            highs.append(below)
+        elif raw > current:
+            lows.append(above)
+    else:  # wanted = current, inside the band, raw below (or above) current
+        lows, highs = [below], [above]
+        if tolerated_from_below:
+            highs.append((current - 1) * target)  # raw ≤ current - 1
+        else:
+            lows.append(current * target)  # raw ≥ current + 1
+    (lows if active else highs).append(trigger.activation)
+    ends = []
+    for edge in (max(-_LIMIT, *lows), min(_LIMIT, *highs)):
+        for _ in range(_NUDGES):
+            if _atoms(trigger, edge, current, tolerance) == atoms:
+                break
+            edge = math.nextafter(edge, value)
+        else:
+            edge = value
+        ends.append(edge)
+    return min(ends[0], value), max(ends[1], value)
