@@ -10,7 +10,7 @@ import pytest
 
 from autoscaler.errors import KubeConflictError, KubeError, KubeNotFoundError, KubeTransientError
 from autoscaler.kube import ClientSettings, KubeClient
-from autoscaler.kube.client import MERGE_PATCH, Obj
+from autoscaler.kube.client import MERGE_PATCH, Obj, Turns
 from autoscaler.metrics import ControllerMetrics
 from tests.fakekube import FakeKubeServer
 from tests.fakekube.fixtures import fake_kube as fake_kube
@@ -221,3 +221,44 @@ async def test_watch_sends_lowercase_true_and_raises_410_in_stream(
     # The official client sends watch=true (kubernetes_asyncio sends "True").
     assert watch.query["watch"] == "true"
     assert watch.query["timeoutSeconds"] == "5"
+
+
+async def test_foreground_calls_go_before_every_waiting_background_call(
+    fake_kube: FakeKubeServer,
+) -> None:
+    """A scale write never waits behind queued Events or statuses: at the limiter it goes
+    before every background call that waits, behind at most the one holding the turn."""
+    fake_kube.create(workload("Deployment", "bg"))
+    fake_kube.create(workload("Deployment", "fg"))
+    client = await connect(fake_kube, settings=ClientSettings(qps=50, burst=1))
+    read = client.apps.read_namespaced_deployment_scale
+    try:
+        await client.call(read, "bg", "default")  # the burst is spent: the rest wait
+        background = [
+            asyncio.create_task(client.call(read, "bg", "default", background=True))
+            for _ in range(8)
+        ]
+        await asyncio.sleep(0)  # they queue (one holds the turn, polling the limiter)
+        await client.call(read, "fg", "default")
+        await asyncio.gather(*background)
+    finally:
+        await client.close()
+    order = [r.path.split("/")[-2] for r in requests_of(fake_kube, "get", "/scale")]
+    assert len(order) == 10
+    assert order.index("fg") <= 2  # the first call, then at most the turn's holder
+
+
+async def test_a_cancelled_waiter_handed_the_turn_passes_it_on() -> None:
+    turns = Turns()
+    await turns.acquire()
+    cancelled = asyncio.create_task(turns.acquire(background=True))
+    after = asyncio.create_task(turns.acquire(background=True))
+    await asyncio.sleep(0)
+    turns.release()  # handed to `cancelled`, which is cancelled before it runs
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    async with asyncio.timeout(5):
+        await after  # the turn went on to the next waiter
+    turns.release()
+    await turns.acquire()  # and nobody holds it now

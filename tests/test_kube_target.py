@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from autoscaler.annotations import STATUS_ANNOTATION
 from autoscaler.errors import KubeNotFoundError, ReplicasChangedError
 from autoscaler.kube import KubeClient
+from autoscaler.kube.events import EventQueue
 from autoscaler.targets import Target
 from autoscaler.targets.kubernetes import DELETION_COST, KubeTarget
 from autoscaler.workload import WorkloadRef
@@ -16,7 +18,7 @@ from tests.fakekube import FakeKubeServer
 from tests.fakekube.fixtures import fake_kube as fake_kube
 from tests.kubeutil import kube as kube
 from tests.kubeutil import metrics as metrics
-from tests.kubeutil import requests_of, workload
+from tests.kubeutil import requests_of, stop, wait_for, workload
 
 WEB = WorkloadRef("default", "web", "Deployment")
 
@@ -206,3 +208,43 @@ async def test_status_written_only_when_it_changes(
     seeded = _target(kube, last_status=written["metadata"]["annotations"][STATUS_ANNOTATION])
     await seeded.write_status({**status, "desired": 2, "time": 2000.0})
     assert len(requests_of(fake_kube, "patch", "/deployments/web")) == 2
+
+
+async def test_queued_events_return_at_once_and_are_written_in_order(
+    fake_kube: FakeKubeServer, kube: KubeClient
+) -> None:
+    fake_kube.create(workload("Deployment", "web"))
+    queue = EventQueue()
+    target = _target(kube, events=queue)
+    await target.record_event("ScaleUp", "1 -> 3: backlog 150")
+    await target.record_event("InvalidSpec", "annotation x: bad", warning=True)
+    await target.record_event("ScaleUp", "1 -> 3: backlog 150")
+    assert queue.queued == 3
+    assert requests_of(fake_kube, "create", "/events") == []  # queued, not written
+    writer = asyncio.create_task(queue.run())
+    try:
+        await wait_for(lambda: requests_of(fake_kube, "patch", "/events/"), 10, "the bump")
+    finally:
+        await stop(writer)
+    by_reason = {e["reason"]: e for e in fake_kube.events("default")}
+    assert by_reason["ScaleUp"]["count"] == 2
+    assert by_reason["InvalidSpec"]["type"] == "Warning"
+    creates = requests_of(fake_kube, "create", "/events")
+    assert len(creates) == 2
+
+
+async def test_a_full_event_queue_drops_the_oldest(
+    fake_kube: FakeKubeServer, kube: KubeClient
+) -> None:
+    fake_kube.create(workload("Deployment", "web"))
+    queue = EventQueue(max_queued=2)
+    target = _target(kube, events=queue)
+    for i in range(5):
+        await target.record_event("Note", f"message {i}")
+    assert (queue.queued, queue.dropped) == (2, 3)
+    writer = asyncio.create_task(queue.run())
+    try:
+        await wait_for(lambda: len(fake_kube.events("default")) == 2, 10, "two Events")
+    finally:
+        await stop(writer)
+    assert sorted(e["message"] for e in fake_kube.events("default")) == ["message 3", "message 4"]

@@ -205,3 +205,33 @@ async def test_http_410_on_a_watch_request_relists(
     await fake_kube.wait_for_watches(3)
     fake_kube.create(workload("Deployment", "web"))
     await wait_for(lambda: seen.last(WEB), what="web after the relist")
+
+
+async def test_a_paged_listing_is_taken_page_by_page_and_synced_once_whole(
+    fake_kube: FakeKubeServer, kube: KubeClient
+) -> None:
+    key = "queue-autoscaler.io/redis-list"
+    for i in range(7):
+        fake_kube.create(workload("Deployment", f"w{i}", annotations={key: f"q{i}", "team": "x"}))
+    recorder = Recorder()
+    synced_with: list[int] = []
+    watcher = WorkloadWatcher(
+        kube, recorder, settings=WatchSettings(page_size=3, backoff_initial_s=0.01)
+    )
+
+    async def note_synced() -> None:
+        await watcher.synced.wait()
+        synced_with.append(len(recorder.events))
+
+    noting = asyncio.create_task(note_synced())
+    task = asyncio.create_task(watcher.run())
+    try:
+        await wait_for(lambda: synced_with, what="synced")
+    finally:
+        await stop(task)
+        await stop(noting)
+    assert synced_with == [7]  # every workload of every page delivered before it is set
+    assert len(requests_of(fake_kube, "list", "/deployments")) == 3  # 3 + 3 + 1
+    refs = [e.ref for e in recorder.events]
+    assert refs == [WorkloadRef("default", f"w{i}", "Deployment") for i in range(7)]
+    assert recorder.events[0].annotations == {key: "q0"}  # ours only, as before

@@ -137,6 +137,7 @@ async def run_cluster(args: argparse.Namespace, stop: asyncio.Event) -> int:
         WorkloadWatcher,
         default_namespace,
     )
+    from autoscaler.kube.events import EventQueue
     from autoscaler.kube.secrets import read_secret
     from autoscaler.targets.kubernetes import KubeTarget
 
@@ -162,10 +163,11 @@ async def run_cluster(args: argparse.Namespace, stop: asyncio.Event) -> int:
             raise InputError(f"--lease-duration/--renew-deadline/--retry-period: {e}") from e
         elector = LeaderElector(kube, settings, metrics=metrics)
     watcher: WorkloadWatcher | None = None
+    events = EventQueue()  # every workload's Events, written one at a time, behind scales
     controller = Controller(
         sources=sources,
         target_factory=lambda ref: KubeTarget(
-            kube, ref, last_status=watcher.last_status(ref) if watcher else None
+            kube, ref, last_status=watcher.last_status(ref) if watcher else None, events=events
         ),
         metrics=metrics,
         drainer=Drainer(sources.redis_client, metrics),
@@ -190,7 +192,11 @@ async def run_cluster(args: argparse.Namespace, stop: asyncio.Event) -> int:
             await sources.aclose()
             await kube.close()
             raise InputError(f"--metrics-port: cannot listen on {args.metrics_port}: {e}") from e
-    jobs: list[Coroutine[Any, Any, None]] = [watcher.run(), controller.run()]
+    jobs: list[Coroutine[Any, Any, None]] = [
+        watcher.run(),
+        controller.run(synced=watcher.synced),
+        events.run(),
+    ]
     if elector is not None:
         jobs.append(elector.run())
     log_event(

@@ -7,7 +7,10 @@
   them once (``autoscaler check --cluster``), through the same client and selector.
 - ``LeaderElector`` (``leader``): leader election on a ``coordination.k8s.io/v1`` Lease.
 - ``operations``: the ``/scale``, pod, Event and annotation calls ``KubeTarget`` makes;
-  ``events``: Events on a workload, counted like client-go's recorder does.
+  ``events``: Events on a workload, counted like client-go's recorder does, and the
+  ``EventQueue`` that writes them in the background.
+- ``api``: the operations the controller sends, by the generated methods' names, without
+  the generated API classes (their import cost ~0.9 s and ~33 MB per start).
 - ``secrets``: a workload's ``redis-auth-secret``, read with ``get`` only (opt-in RBAC).
 
 No ``kubernetes.*`` or ``aiohttp.*`` exception leaves this package.

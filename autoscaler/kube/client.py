@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import random
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,7 @@ from autoscaler.logs import log_event
 from autoscaler.metrics import ControllerMetrics
 from autoscaler.remote import backoff_delay
 
+from . import api
 from .responses import Obj as Obj
 from .responses import RetryAfterError, error_from_status, events
 
@@ -92,7 +94,10 @@ def verb_of(method: ApiMethod) -> str:
 
 
 def _raw(method: ApiMethod) -> ApiMethod:
-    """The ``*_without_preload_content`` twin of a generated method (as ``Watch`` finds it)."""
+    """What sends ``method`` and returns the raw response: an ``api.Operation`` itself; a
+    generated method's ``*_without_preload_content`` twin (as ``Watch`` finds it)."""
+    if isinstance(method, api.Operation):
+        return method
     raw = getattr(method.__self__, f"{method.__name__}_without_preload_content", None)  # type: ignore[attr-defined]
     if raw is None:
         raise TypeError(f"{method!r} is not a generated Kubernetes API method")
@@ -113,6 +118,48 @@ def kubeconfig_path(
     if path and not Path(path).is_file():  # else the client library logs, then fails obscurely
         raise KubeError(f"kubeconfig {path}: no such file")
     return path or None
+
+
+class Turns:
+    """Whose turn it is at the rate limiter: every waiting foreground call before any
+    background one (Events, status annotations), each lane in arrival order; one holder
+    at a time.
+
+    The limiter (``Throttler.acquire``) polls every 10 ms while it waits; only the holder
+    polls (10,000 queued calls would otherwise wake 1,000,000 times a second). A scale or
+    drain write therefore waits behind at most the one background write holding the turn,
+    never behind the fleet's queued Events and statuses (issue 13, goal 7).
+    """
+
+    def __init__(self) -> None:
+        self._held = False
+        self._lanes: tuple[deque[asyncio.Future[None]], ...] = (deque(), deque())
+
+    async def acquire(self, background: bool = False) -> None:
+        if not self._held and not any(self._lanes):
+            self._held = True
+            return
+        turn = asyncio.get_running_loop().create_future()
+        lane = self._lanes[background]
+        lane.append(turn)
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():
+                self.release()  # handed the turn, then cancelled: pass it on
+            else:
+                with contextlib.suppress(ValueError):
+                    lane.remove(turn)
+            raise
+
+    def release(self) -> None:
+        for lane in self._lanes:
+            while lane:
+                turn = lane.popleft()
+                if not turn.done():
+                    turn.set_result(None)  # still held: now by that waiter
+                    return
+        self._held = False
 
 
 class KubeClient:
@@ -136,17 +183,14 @@ class KubeClient:
         self.rng = rng or random.Random()
         s = self.settings
         self._throttler = Throttler(rate_limit=s.burst, period=s.burst / s.qps)
-        # Throttler.acquire() polls every 10 ms while it waits; behind this lock only the
-        # first waiter polls (10,000 queued calls would otherwise wake 1,000,000 times a
-        # second), and waiters are served in arrival order.
-        self._gate = asyncio.Lock()
-        # The generated APIs. Building one imports its module and ~160 pydantic models:
-        # 1-2 s of CPU each, once per process. Built here, before any task runs — built
-        # lazily, the first Event would block the loop past a Lease's renew deadline.
-        self.apps: Any = k8s.AppsV1Api(api_client)
-        self.core: Any = k8s.CoreV1Api(api_client)
-        self.coordination: Any = k8s.CoordinationV1Api(api_client)
-        self.autoscaling: Any = k8s.AutoscalingV2Api(api_client)
+        self._turns = Turns()  # foreground calls first, then background ones
+        # The operations the controller sends, by the generated methods' names, without
+        # the generated API classes (``kube.api``: they cost ~0.9 s and ~33 MB a start).
+        self.apps: Any
+        self.core: Any
+        self.coordination: Any
+        self.autoscaling: Any
+        self.apps, self.core, self.coordination, self.autoscaling = api.build(api_client)
 
     @classmethod
     async def connect(
@@ -191,12 +235,21 @@ class KubeClient:
             self.metrics.kube_requests.labels(verb, code).inc()
 
     async def _send(
-        self, verb: str, method: ApiMethod, args: Any, kwargs: Any, throttled: bool = True
+        self,
+        verb: str,
+        method: ApiMethod,
+        args: Any,
+        kwargs: Any,
+        throttled: bool = True,
+        background: bool = False,
     ) -> Any:
         """Throttle, send, and return the aiohttp response (any status)."""
         if throttled:
-            async with self._gate:
+            await self._turns.acquire(background)
+            try:
                 await self._throttler.acquire()  # type: ignore[no-untyped-call]
+            finally:
+                self._turns.release()
         kwargs.setdefault("_request_timeout", self.settings.request_timeout_s)
         what = f"{verb} {getattr(method, '__name__', '?')}"
         try:
@@ -209,9 +262,15 @@ class KubeClient:
             raise KubeError(f"{what}: {e}") from e
 
     async def _once(
-        self, verb: str, method: ApiMethod, args: Any, kwargs: Any, throttled: bool
+        self,
+        verb: str,
+        method: ApiMethod,
+        args: Any,
+        kwargs: Any,
+        throttled: bool,
+        background: bool,
     ) -> Obj:
-        response = await self._send(verb, method, args, dict(kwargs), throttled)
+        response = await self._send(verb, method, args, dict(kwargs), throttled, background)
         try:
             text = (await response.read()).decode()
         except (aiohttp.ClientError, TimeoutError, OSError) as e:
@@ -239,18 +298,26 @@ class KubeClient:
         return delay
 
     async def call(
-        self, method: ApiMethod, /, *args: Any, throttled: bool = True, **kwargs: Any
+        self,
+        method: ApiMethod,
+        /,
+        *args: Any,
+        throttled: bool = True,
+        background: bool = False,
+        **kwargs: Any,
     ) -> Obj:
         """Call a generated API method; retry what may succeed later; return the JSON body.
 
         ``throttled=False`` skips the QPS limiter: for the Lease only (one request per retry
         period), so a queue of workload writes never delays a renewal past its deadline.
+        ``background=True``: what may wait (Events, status annotations) — it takes its turn
+        at the limiter only when no other call waits (``Turns``).
         """
         verb = verb_of(method)
         attempts = self.settings.max_attempts
         for attempt in range(1, attempts + 1):
             try:
-                return await self._once(verb, method, args, kwargs, throttled)
+                return await self._once(verb, method, args, kwargs, throttled, background)
             except KubeTransientError as e:
                 if attempt >= attempts:
                     raise

@@ -17,19 +17,73 @@ towards ~1 GB, against the deploy's 512Mi (docs/performance.md, goal 5).
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import logging
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 
-from autoscaler.errors import KubeConflictError, KubeNotFoundError
+from autoscaler.errors import KubeConflictError, KubeError, KubeNotFoundError
+from autoscaler.logs import log_event
 from autoscaler.workload import WorkloadRef
 
 from . import operations
 from .client import KubeClient, Obj
 
+logger = logging.getLogger(__name__)
+
 COMPONENT = "queue-autoscaler"
 MAX_EVENT_MESSAGE = 1024  # the events.k8s.io limit; core/v1 has none, kubectl wraps anyway
+MAX_QUEUED_EVENTS = 1000  # client-go's event broadcaster queues as many (maxQueuedEvents)
+
+
+class EventQueue:
+    """Events to write, oldest first, one at a time by ``run`` — as client-go's event
+    broadcaster: whoever records one goes on at once, and a full queue drops.
+
+    Written each by a task of its own, Events waited at the client's rate limiter as
+    parked coroutine chains (a few KB each; at 10,000 workloads thousands at once after
+    a start, issue 13 goal 5), and a scale-up's or a drain's own Event held its action
+    until written. Queued, one is a ``write`` callable (the target's bound method and its
+    arguments). Their requests are background calls (``operations.create_event``):
+    behind every scale and drain write. When ``max_queued`` are waiting, the oldest is
+    dropped (newer ones tell the current state) and a warning logged (the first, then
+    every 100th)."""
+
+    def __init__(self, *, max_queued: int = MAX_QUEUED_EVENTS) -> None:
+        self.max_queued = max_queued
+        self._queued: deque[Callable[[], Awaitable[None]]] = deque()
+        self._ready = asyncio.Event()
+        self.dropped = 0
+
+    @property
+    def queued(self) -> int:
+        return len(self._queued)
+
+    def put(self, write: Callable[[], Awaitable[None]]) -> None:
+        if len(self._queued) >= self.max_queued:
+            self._queued.popleft()
+            self.dropped += 1
+            if self.dropped % 100 == 1:
+                log_event(logger, "events dropped", logging.WARNING, dropped=self.dropped,
+                          queued=len(self._queued))  # fmt: skip
+        self._queued.append(write)
+        self._ready.set()
+
+    async def run(self) -> None:
+        """Write the queued Events until cancelled; a failed one is logged and dropped."""
+        while True:
+            while not self._queued:
+                self._ready.clear()
+                await self._ready.wait()
+            write = self._queued.popleft()
+            try:
+                await write()
+            except KubeError as e:
+                log_event(logger, "event write failed", logging.WARNING, error=str(e))
+            except Exception:  # a bug in one Event must not stop the others
+                logger.exception("event write crashed")
 
 
 def _now() -> str:

@@ -47,10 +47,20 @@ class Resource:
 
 
 async def list_pages(
-    kube: KubeClient, resource: Resource, namespace: str | None, page_size: int
+    kube: KubeClient,
+    resource: Resource,
+    namespace: str | None,
+    page_size: int,
+    keep: Callable[[Obj], Obj] | None = None,
+    on_page: Callable[[list[Obj]], Awaitable[None]] | None = None,
 ) -> tuple[list[Obj], str | None]:
     """Every item of ``resource`` in ``namespace`` (None: all), read in pages of
-    ``page_size``; and the resourceVersion of the snapshot (the first page's)."""
+    ``page_size``; and the resourceVersion of the snapshot (the first page's).
+
+    ``keep``: what to keep of each item, applied page by page, so that only one page of
+    whole objects is ever held: 10,000 whole Deployments held until the listing ends
+    were ~100 MB at the start's peak, and the process's RSS stayed there. ``on_page``:
+    told each page's (kept) items as it arrives, while the server prepares the next."""
     method, args = (
         (resource.list_all, ()) if namespace is None else (resource.list_namespaced, (namespace,))
     )
@@ -64,7 +74,12 @@ async def list_pages(
         )
         meta = page.get("metadata") or {}
         version = version or meta.get("resourceVersion")  # a paged list is one snapshot
-        items.extend(page.get("items") or [])
+        page_items = page.get("items") or []
+        kept = page_items if keep is None else [keep(item) for item in page_items]
+        del page, page_items  # the page's whole objects go now, not after the next one
+        items.extend(kept)
+        if on_page is not None:
+            await on_page(kept)
         token = meta.get("continue")
         if not token:
             return items, version
@@ -81,6 +96,8 @@ class ListWatch:
         settings: WatchSettings,
         on_list: Callable[[list[Obj]], Awaitable[None]],
         on_event: Callable[[str, Obj], Awaitable[None]],
+        keep: Callable[[Obj], Obj] | None = None,
+        on_page: Callable[[list[Obj]], Awaitable[None]] | None = None,
     ) -> None:
         self.kube = kube
         self.resource = resource
@@ -88,6 +105,9 @@ class ListWatch:
         self.settings = settings
         self.on_list = on_list
         self.on_event = on_event
+        self.keep = keep  # what on_list needs of each listed item (list_pages)
+        self.on_page = on_page  # each page of a listing as it arrives (list_pages)
+        self.tried = asyncio.Event()  # the first listing is done, or failed
         self.resource_version: str | None = None
         self.rng = random.Random()
         self.scope = f"{resource.kind} in {namespace or 'all namespaces'}"
@@ -98,10 +118,18 @@ class ListWatch:
         return self.resource.list_namespaced, (self.namespace,)
 
     async def relist(self) -> None:
-        items, version = await list_pages(
-            self.kube, self.resource, self.namespace, self.settings.page_size
-        )
-        await self.on_list(items)
+        try:
+            items, version = await list_pages(
+                self.kube,
+                self.resource,
+                self.namespace,
+                self.settings.page_size,
+                self.keep,
+                self.on_page,
+            )
+            await self.on_list(items)
+        finally:
+            self.tried.set()
         self.resource_version = version
         log_event(logger, "listed", scope=self.scope, items=len(items), resource_version=version)
 

@@ -29,10 +29,11 @@ def _apps(kube: KubeClient, kind: str, template: str) -> ApiMethod:
     return method
 
 
-async def read_scale(kube: KubeClient, ref: WorkloadRef) -> Obj:
-    """The workload's ``autoscaling/v1`` Scale (spec.replicas, status.replicas/selector)."""
+async def read_scale(kube: KubeClient, ref: WorkloadRef, *, background: bool = False) -> Obj:
+    """The workload's ``autoscaling/v1`` Scale (spec.replicas, status.replicas/selector);
+    ``background``: for an Event's uid, behind every other call."""
     method = _apps(kube, ref.kind, "read_namespaced_{}_scale")
-    return await kube.call(method, ref.name, ref.namespace)
+    return await kube.call(method, ref.name, ref.namespace, background=background)
 
 
 async def patch_scale(
@@ -56,11 +57,18 @@ async def patch_scale(
 
 
 async def patch_workload_annotations(
-    kube: KubeClient, ref: WorkloadRef, annotations: Mapping[str, str | None]
+    kube: KubeClient,
+    ref: WorkloadRef,
+    annotations: Mapping[str, str | None],
+    *,
+    background: bool = False,
 ) -> Obj:
+    """``background``: may wait behind every other call (the status annotation)."""
     method = _apps(kube, ref.kind, "patch_namespaced_{}")
     body = {"metadata": {"annotations": dict(annotations)}}
-    return await kube.call(method, ref.name, ref.namespace, body, _content_type=MERGE_PATCH)
+    return await kube.call(
+        method, ref.name, ref.namespace, body, _content_type=MERGE_PATCH, background=background
+    )
 
 
 async def list_pods(kube: KubeClient, namespace: str, label_selector: str) -> list[Obj]:
@@ -79,15 +87,24 @@ async def patch_pod_annotations(
     )
 
 
+# Events wait behind every scale, drain and read (``KubeClient.call(background=True)``):
+# an operator's record, not what keeps a backlog from being served.
+
+
 async def create_event(kube: KubeClient, namespace: str, event: Obj) -> Obj:
-    return await kube.call(kube.core.create_namespaced_event, namespace, event)
+    return await kube.call(kube.core.create_namespaced_event, namespace, event, background=True)
 
 
 async def read_event(kube: KubeClient, namespace: str, name: str) -> Obj:
-    return await kube.call(kube.core.read_namespaced_event, name, namespace)
+    return await kube.call(kube.core.read_namespaced_event, name, namespace, background=True)
 
 
 async def patch_event(kube: KubeClient, namespace: str, name: str, patch: Mapping[str, Any]) -> Obj:
     return await kube.call(
-        kube.core.patch_namespaced_event, name, namespace, dict(patch), _content_type=MERGE_PATCH
+        kube.core.patch_namespaced_event,
+        name,
+        namespace,
+        dict(patch),
+        _content_type=MERGE_PATCH,
+        background=True,
     )

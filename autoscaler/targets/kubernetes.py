@@ -11,7 +11,9 @@
   ordinal.
 - ``set_deletion_cost`` on a pod already gone (404) does nothing.
 - ``record_event`` creates a core/v1 Event on the workload, or bumps the count of the same
-  one already written (``autoscaler.kube.events``).
+  one already written (``autoscaler.kube.events``). With ``events`` (the controller's
+  shared ``EventQueue``) it only queues the Event and returns: the queue writes it, behind
+  every scale and drain write.
 - ``write_status`` merge-patches the ``queue-autoscaler.io/status`` annotation with compact
   JSON only when it differs from what was last written, ignoring ``time``: a steady state
   writes nothing. Seed ``last_status`` from the watch (``WorkloadWatcher.last_status``) so
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import json
 import logging
 from collections.abc import Mapping
@@ -31,7 +34,7 @@ from typing import Any
 from autoscaler.annotations import STATUS_ANNOTATION
 from autoscaler.errors import KubeError, KubeNotFoundError, ReplicasChangedError
 from autoscaler.kube import KubeClient, operations
-from autoscaler.kube.events import MAX_EVENT_MESSAGE, EventRecorder
+from autoscaler.kube.events import MAX_EVENT_MESSAGE, EventQueue, EventRecorder
 from autoscaler.logs import log_event
 from autoscaler.workload import ReplicaInfo, WorkloadRef
 
@@ -142,6 +145,7 @@ class KubeTarget:
         *,
         last_status: str | None = None,
         max_remembered_events: int = 8,
+        events: EventQueue | None = None,
     ) -> None:
         self.kube = kube
         self._ref = ref
@@ -154,6 +158,7 @@ class KubeTarget:
             except (ValueError, TypeError, AttributeError):
                 self._last_status = None  # unreadable: the next write replaces it
         self._events = EventRecorder(kube, ref, uid=self._uid, max_remembered=max_remembered_events)
+        self._queue = events
 
     @property
     def ref(self) -> WorkloadRef:
@@ -220,12 +225,20 @@ class KubeTarget:
         if comparable == self._last_status:
             return
         text = json.dumps(status, separators=(",", ":"), sort_keys=True, default=str)
-        await operations.patch_workload_annotations(self.kube, self._ref, {STATUS_ANNOTATION: text})
+        await operations.patch_workload_annotations(
+            self.kube, self._ref, {STATUS_ANNOTATION: text}, background=True
+        )
         self._last_status = comparable
 
     # ---- events -----------------------------------------------------------------------
 
     async def record_event(self, reason: str, message: str, *, warning: bool = False) -> None:
+        if self._queue is not None:
+            self._queue.put(functools.partial(self._write_event, reason, message, warning))
+            return
+        await self._write_event(reason, message, warning)
+
+    async def _write_event(self, reason: str, message: str, warning: bool) -> None:
         event = await self._events.record(reason, message, warning=warning)
         log_event(
             logger,
@@ -240,6 +253,6 @@ class KubeTarget:
     async def _uid(self) -> str | None:
         if self._uid_seen is None:
             # Without the uid the Event still shows by name: never lose it for that.
-            with contextlib.suppress(KubeError):
-                await self.read_scale()
+            with contextlib.suppress(KubeError):  # for an Event: behind scale writes
+                self._remember(await operations.read_scale(self.kube, self._ref, background=True))
         return self._uid_seen

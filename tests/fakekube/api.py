@@ -65,14 +65,31 @@ class Api:
 
     def list(self, rt: ResourceType, namespace: str | None, *, label_selector: str | None = None,
              field_selector: str | None = None, limit: int = 0, token: str | None = None) -> Obj:
-        items = self.select(rt, namespace, label_selector, field_selector)
         list_meta: Obj = {"resourceVersion": str(self.store.rv)}
-        if token:
-            start = _decode_continue(token)
-            items = [o for o in items if _sort_key(o) > start]
+        start = _decode_continue(token) if token else None
+        selected = label_selector or field_selector
+        if limit > 0 and selected:
+            # A page stops at limit + 1 matches (as the real server, which then cannot
+            # tell how many remain: no remainingItemCount with a selector). Selecting all
+            # of 10,000 objects for each of 20 pages took the fake ~2 s per listing.
+            reqs = selectors.parse_label_selector(label_selector)
+            fields = selectors.parse_field_selector(field_selector, rt.field_labels)
+            items = []
+            for obj in self.store.items(rt.storage, namespace):
+                if start is not None and not _sort_key(obj) > start:
+                    continue
+                if selectors.matches_labels(reqs, labels_of(obj)) and fields(obj):
+                    items.append(obj)
+                    if len(items) > limit:
+                        break
+        else:
+            items = self.select(rt, namespace, label_selector, field_selector)
+            if start is not None:
+                items = [o for o in items if _sort_key(o) > start]
         if limit > 0 and len(items) > limit:
             list_meta["continue"] = _encode_continue(_sort_key(items[limit - 1]))
-            list_meta["remainingItemCount"] = len(items) - limit
+            if not selected:
+                list_meta["remainingItemCount"] = len(items) - limit
             items = items[:limit]
         out = []
         for item in items:
