@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import re
 import shutil
 import socket
 import statistics
@@ -42,6 +43,8 @@ from autoscaler.sources.redis import CHUNK_QUEUES, READ_SCRIPT, RedisSource, _ch
 from autoscaler.workload import ReplicaInfo, WorkloadEvent, WorkloadRef
 
 CYCLES = 5
+# what a workload's metrics allocate: their series, and prometheus_client's objects
+METRICS_FILES = re.compile(r"autoscaler/(metrics|workloadseries)\.py|prometheus_client/")
 MOVE = """for i = 1, tonumber(ARGV[1]) do
   if (i + tonumber(ARGV[2])) % 2 == 0 then redis.call('LPUSH', 'q' .. (i - 1), 'm')
   else redis.call('RPOP', 'q' .. (i - 1)) end
@@ -98,11 +101,23 @@ async def client_commands(client: aioredis.Redis) -> int:
     return sum(int(v.get("calls", 0)) for k, v in stats.items() if k.startswith("cmdstat_"))
 
 
-async def setup(client: aioredis.Redis, n: int) -> None:
+def backlog(i: int, within_band: bool) -> int:
+    """Queue i's length before the first cycle. Within band: 10·k + 5 messages at 10
+    per replica, for k + 1 replicas, so that ±1 message never changes the decision; else
+    1-7 messages at 2 per replica, where ±1 changes half the decisions every cycle (a
+    ScaleDownStabilized ↔ DesiredWithinRange flip, or for 1 ↔ 0 an Active ↔ Idle one)."""
+    return 10 * (i % 7) + 5 if within_band else i % 7 + 1
+
+
+def replicas(i: int, within_band: bool) -> int:
+    return i % 7 + 1 if within_band else max(1, -(-(i % 7 + 1) // 2))
+
+
+async def setup(client: aioredis.Redis, n: int, within_band: bool = False) -> None:
     await client.flushall()
     async with client.pipeline(transaction=False) as pipe:
         for i in range(n):
-            pipe.lpush(f"q{i}", *[b"m"] * (i % 7 + 1))
+            pipe.lpush(f"q{i}", *[b"m"] * backlog(i, within_band))
             pipe.set(f"replicas:q{i}", 3)
         await pipe.execute()
 
@@ -137,8 +152,9 @@ async def bench_scrape(metrics: ControllerMetrics, exposition: Exposition) -> di
     probing = asyncio.create_task(probe(stalls))
     await asyncio.sleep(0.05)
     w0 = time.perf_counter()
-    body = await exposition.body()
+    parts = await exposition.body()
     render = time.perf_counter() - w0
+    body = parts if isinstance(parts, bytes) else b"".join(parts)
     probing.cancel()
     probing = asyncio.create_task(probe(idle))  # the floor: the same probe, no render
     await asyncio.sleep(max(0.2, render))
@@ -166,7 +182,7 @@ async def move_every_queue(client: aioredis.Redis, n: int, cycle: int) -> None:
 
 
 async def bench_controller(
-    url: str, client: aioredis.Redis, n: int, moving: bool = False
+    url: str, client: aioredis.Redis, n: int, moving: bool = False, within_band: bool = False
 ) -> dict[str, float]:
     pool = SourcePool(redis_url=url, redis_factory=counted_source)
     targets: dict[WorkloadRef, CountingTarget] = {}
@@ -180,11 +196,11 @@ async def bench_controller(
     for i in range(n):
         annotations = {
             ANNOTATION_PREFIX + "redis-list": f"q{i}",
-            ANNOTATION_PREFIX + "messages-per-replica": "2",
+            ANNOTATION_PREFIX + "messages-per-replica": "10" if within_band else "2",
             ANNOTATION_PREFIX + "min-replicas": "1",
         }
-        replicas = max(1, -(-(i % 7 + 1) // 2))
-        controller.apply(WorkloadEvent(WorkloadRef("bench", f"w{i}"), annotations, replicas))
+        ref, count = WorkloadRef("bench", f"w{i}"), replicas(i, within_band)
+        controller.apply(WorkloadEvent(ref, annotations, count))
     await controller.cycle()  # warm up: loads the script, first statuses
     await asyncio.sleep(0)
     # Statuses are written one at a time by a task of this loop: yield until it is done
@@ -193,13 +209,22 @@ async def bench_controller(
         await asyncio.sleep(0)
     await asyncio.sleep(0)
     per_workload = (tracemalloc.get_traced_memory()[0] - before_mem) / n
+    metrics_bytes, render_bytes, cold_cpu = 0.0, 0.0, 0.0
+    if moving:  # what of it is the metrics'; then the first render's cache and body
+        snapshot = tracemalloc.take_snapshot().statistics("filename")
+        metrics_bytes = sum(s.size for s in snapshot if METRICS_FILES.search(str(s.traceback)))
+        held, c0 = tracemalloc.get_traced_memory()[0], time.thread_time()
+        body = controller.metrics.render()
+        cold_cpu = time.thread_time() - c0
+        render_bytes = (tracemalloc.get_traced_memory()[0] - held) / n
+        del body, snapshot
     tracemalloc.stop()
     for t in targets.values():
         t.writes.clear()
-    cpu, wall, trips, writes, floor = [], [], [], 0, []
+    cpu, wall, trips, writes, floor, decided_share = [], [], [], 0, [], []
     render_cpu: list[float] = []
 
-    def timed_render() -> bytes:  # CPU of the render thread: wall swings with the host's load
+    def timed_render() -> list[bytes]:  # CPU of the render thread: wall swings with the load
         c0 = time.thread_time()
         body = controller.metrics.render()
         render_cpu.append(time.thread_time() - c0)
@@ -221,6 +246,8 @@ async def bench_controller(
         cpu.append(time.process_time() - c0)
         wall.append(time.perf_counter() - w0)
         assert decided == n
+        # the rest were held (steady, or within their band: policy.band)
+        decided_share.append(sum(w.skipped_at is None for w in controller.workloads.values()) / n)
         trips.append(CountingConnection.sent - sent)
         await asyncio.sleep(0)  # let any spawned write run
         writes += sum(len(t.writes) for t in targets.values())
@@ -228,11 +255,9 @@ async def bench_controller(
             scrapes.append(await bench_scrape(controller.metrics, exposition))
             scrapes[-1]["render_cpu_ms"] = 1000 * render_cpu[-1]
     scrape: dict[str, float] = {}
-    if scrapes:  # the first render (cold cache), then the median of the warm ones
-        warm = scrapes[1:]
-        scrape = {**scrapes[0], "cold_ms": scrapes[0]["render_ms"],
-                  "cold_lag_ms": scrapes[0]["lag_ms"]}  # fmt: skip
-        scrape["cold_cpu_ms"] = scrapes[0]["render_cpu_ms"]
+    if scrapes:  # the first render (cold cache, traced) came before the cycles: medians
+        warm = scrapes
+        scrape = {**scrapes[0], "cold_cpu_ms": 1000 * cold_cpu}
         for key in (
             "render_ms",
             "render_cpu_ms",
@@ -253,9 +278,12 @@ async def bench_controller(
         "cpu_min_ms": 1000 * min(cpu),
         "cpu_max_ms": 1000 * max(cpu),
         "floor_ms": 1000 * statistics.median(floor) if floor else 0.0,
+        "decided": statistics.median(decided_share),
         "wall_ms": 1000 * min(wall),
         "writes": writes / CYCLES,
         "bytes": per_workload,
+        "metrics_bytes": metrics_bytes / n,
+        "render_bytes": render_bytes,
     }
 
 
@@ -293,36 +321,47 @@ def start_redis() -> tuple[subprocess.Popen[bytes], str]:
     return server, f"redis://127.0.0.1:{port}/0"
 
 
-async def main_moving(sizes: list[int], url: str, client: aioredis.Redis) -> None:
-    """Every queue's length changes before every cycle: each workload goes through the
-    policy and its metrics. The floor is one Lua read of the same moved queues through a
+async def main_moving(
+    sizes: list[int], url: str, client: aioredis.Redis, within_band: bool
+) -> None:
+    """Every queue's length changes before every cycle (see ``backlog`` for what that
+    does to the decisions). The floor is one Lua read of the same moved queues through a
     fresh source, in the same run."""
     print(f"{'workloads':>9} | {'cycle CPU ms median (min-max)':>30} | {'floor ms':>8} | ratio")
     print("-" * 66)
     for n in sizes:
-        await setup(client, n)
-        r = await bench_controller(url, client, n, moving=True)
+        await setup(client, n, within_band)
+        r = await bench_controller(url, client, n, moving=True, within_band=within_band)
         print(
             f"{n:>9} | {r['cpu_ms']:>11.1f} ({r['cpu_min_ms']:.1f}-{r['cpu_max_ms']:.1f})"
             f"{'':>9} | {r['floor_ms']:>8.1f} | {r['cpu_ms'] / r['floor_ms']:.1f}x"
         )
         print(
+            f"{'':>9}   through decide: {100 * r['decided']:.0f}% of the workloads per cycle "
+            "(median); the rest held, steady or within their band"
+        )
+        print(
             f"{'':>9}   /metrics: {r['lines']:.0f} lines, {r['mb']:.1f} MB, rendered off-loop "
             f"after a moving cycle in {r['render_ms']:.0f} ms wall, "
             f"{r['render_cpu_ms']:.0f} ms CPU, "
-            f"medians of {CYCLES - 1} (wall max {r['render_max_ms']:.0f}; first, cold cache: "
-            f"{r['cold_ms']:.0f} ms wall, {r['cold_cpu_ms']:.0f} CPU); generate_latest: "
+            f"medians of {CYCLES} (wall max {r['render_max_ms']:.0f}; first, cold cache, "
+            f"under tracemalloc: {r['cold_cpu_ms']:.0f} ms CPU); generate_latest: "
             f"{r['reference_ms']:.0f} ms; floor, joining as many ready lines: "
             f"{r['join_ms']:.1f} ms (CPU {r['render_cpu_ms'] / r['join_ms']:.1f}x)"
         )
         print(
             f"{'':>9}   event loop's longest stall during a render: {r['lag_ms']:.1f} ms median "
-            f"(max {r['lag_max_ms']:.1f}; cold {r['cold_lag_ms']:.1f}); floor, the same probe "
+            f"(max {r['lag_max_ms']:.1f}); floor, the same probe "
             f"as long without a render: {r['idle_lag_ms']:.1f} ms median"
+        )
+        print(
+            f"{'':>9}   memory (tracemalloc) after the first cycle: {r['bytes']:,.0f} bytes a "
+            f"workload, {r['metrics_bytes']:,.0f} of them the metrics' series; the first "
+            f"/metrics render's cache and body: {r['render_bytes']:,.0f} bytes a workload"
         )
 
 
-async def main(sizes: list[int], url: str, moving: bool = False) -> None:
+async def main(sizes: list[int], url: str, moving: bool = False, within_band: bool = False) -> None:
     client = aioredis.Redis.from_url(url)
     try:
         for _ in range(100):
@@ -332,7 +371,7 @@ async def main(sizes: list[int], url: str, moving: bool = False) -> None:
             except Exception:
                 await asyncio.sleep(0.05)
         if moving:
-            await main_moving(sizes, url, client)
+            await main_moving(sizes, url, client, within_band)
             return
         print(
             f"{'workloads':>9} | {'loop':<10} | {'round trips':>11} | {'CPU ms':>8} | "
@@ -360,10 +399,16 @@ if __name__ == "__main__":
     parser.add_argument(
         "--moving", action="store_true", help="every queue moves before every cycle"
     )
+    parser.add_argument(
+        "--within-band",
+        action="store_true",
+        help="with --moving: every queue moves, no decision changes (see backlog())",
+    )
     args = parser.parse_args()
     redis_server, redis_url = start_redis()
     try:
-        asyncio.run(main([int(s) for s in args.sizes.split(",")], redis_url, args.moving))
+        sizes = [int(s) for s in args.sizes.split(",")]
+        asyncio.run(main(sizes, redis_url, args.moving, args.within_band))
     finally:
         redis_server.terminate()
         redis_server.wait()

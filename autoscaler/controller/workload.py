@@ -9,15 +9,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from math import nan as NAN
-
-from prometheus_client import Counter
 
 from autoscaler.annotations import in_namespace, parse_spec
 from autoscaler.errors import InvalidSpecError
-from autoscaler.policy import Decision, PolicyState, Reading, Reason, ScalingSpec
+from autoscaler.policy import Band, Decision, PolicyState, Reading, Reason, ScalingSpec
 from autoscaler.targets import Target
 from autoscaler.workload import WorkloadRef
+from autoscaler.workloadseries import Child
 
 
 @dataclass(slots=True)  # compact: the loop walks 10,000 of them per cycle
@@ -34,12 +32,15 @@ class Workload:
     action: asyncio.Task[None] | None = None
     last_decision: Decision | None = None
     last_readings: list[Reading] | None = None
-    skipped_at: float | None = None  # last steady cycle not run through decide (see steady())
+    # the last cycle not run through decide (policy.steady, policy.band), to be recorded
+    skipped_at: float | None = None
     # last_decision when policy.steady_candidate holds for it: a later cycle with the same
     # count and readings may skip decide
     steady_decision: Decision | None = None
+    # policy.band of last_decision: readings within it skip decide too (see policy.band)
+    band: Band | None = None
     # decisions{reason=last reason} of this workload, kept to count steady cycles cheaply
-    decision_counter: Counter | None = None
+    decision_counter: Child | None = None
     reported_error: str | None = None  # the invalid-spec message already sent as an Event
     reported_conflict: str | None = None
     failures: int = 0  # unexpected errors in a row, for backoff
@@ -49,24 +50,21 @@ class Workload:
     trigger_errors: dict[str, str] = field(default_factory=dict)
     conditions: dict[str, tuple[bool, str]] = field(default_factory=dict)
 
-    # ---- read by the per-workload gauges when scraped (``metrics.Observed``) -----------
+    # ---- read by the per-workload gauges when rendered (``metrics.Observed``) ----------
 
-    def desired(self) -> float:
-        return NAN if self.last_decision is None else self.last_decision.replicas
-
-    def current_replicas(self) -> float:
-        return NAN if self.last_decision is None else self.current
-
-    def fallback(self) -> float:
+    def gauges(self) -> list[float | None]:
+        """Desired, current, fallback active; then each trigger's value, backlog and in
+        flight (None: not known). One call a workload per /metrics render (six calls cost
+        ~40 ms a render at 10,000 workloads)."""
         d = self.last_decision
-        return NAN if d is None else float(d.reason is Reason.FALLBACK_ACTIVE)
-
-    def reading(self, index: int, field: str) -> float:
-        readings = self.last_readings
-        if readings is None or index >= len(readings):
-            return NAN
-        value = getattr(readings[index], field)
-        return NAN if value is None else float(value)
+        out: list[float | None] = (
+            [None, None, None]
+            if d is None
+            else [d.replicas, self.current, 1.0 if d.reason is Reason.FALLBACK_ACTIVE else 0.0]
+        )
+        for r in self.last_readings or ():
+            out += (r.value, r.backlog, r.in_flight)
+        return out
 
     @property
     def busy(self) -> bool:
@@ -91,7 +89,7 @@ class Workload:
         if changed:
             self.state = PolicyState()  # new rules: start the windows afresh
             self.last_decision, self.last_readings, self.skipped_at = None, None, None
-            self.steady_decision = None
+            self.steady_decision, self.band = None, None
             self.reported = None
         return changed
 
