@@ -56,6 +56,8 @@ MAX_IDLE_WAIT_S = 1.0  # re-check leadership and inventory at least this often
 LEADER_POLL_S = 0.1  # how soon a standby notices it leads
 JITTER = 0.05  # ±5% of the polling interval
 STALE_CHECKS_AT_ONCE = 8  # releases in flight when a new leader finds stale drains
+YIELD_CHECK_EVERY = 500  # workloads decided between two looks at the clock
+MAX_HOLD_S = 0.02  # longest a cycle runs without letting other tasks in (goal: lag ≤ 0.1 s)
 STALE_RECHECK_S = 1.0  # a stale-drain check that failed, or found a busy workload: again after
 _triggers_of = attrgetter("spec.triggers")
 
@@ -351,6 +353,9 @@ class Controller:
         ]
         if not due:
             return 0
+        # each workload's spec as read: apply() may replace one while the cycle awaits
+        # (the read, a yield below), and its readings are the triggers of this one
+        specs = [w.spec for w in due]
         triggers = list(chain.from_iterable(map(_triggers_of, due)))
         readings = await self.sources.read(triggers)
         if self.memory is not None and self.memory.ratios:  # only with watermarks in use
@@ -364,11 +369,19 @@ class Controller:
         # next due time and one counted decision, and allocates nothing (no slice: every
         # object made here feeds the garbage collector); one whose readings moved within
         # its band (policy.band) costs a slice more; the rest goes through _decide.
-        for w in due:
-            spec = w.spec
+        held_since = time.perf_counter()
+        for i, (w, spec) in enumerate(zip(due, specs, strict=True)):
             assert spec is not None
+            if not i % YIELD_CHECK_EVERY and time.perf_counter() - held_since > MAX_HOLD_S:
+                # a cycle that decides thousands (a start, a burst of moving queues) lets
+                # the other tasks run every ~MAX_HOLD_S: event-loop lag at a start at
+                # 10,000 484 ms → see docs/performance.md, goal 4
+                await asyncio.sleep(0)
+                held_since = time.perf_counter()
             count = len(spec.triggers)
             start, offset = offset, offset + count
+            if w.spec is not spec:
+                continue  # a new spec since the read: due again at once (apply)
             w.due_at = now + spec.polling_interval_s * (1.0 + (-JITTER + 2 * JITTER * random()))
             previous, last = w.steady_decision, w.last_readings
             if (
@@ -400,6 +413,8 @@ class Controller:
                 if w.decision_counter is not None:
                     steady_counters.append(w.decision_counter)
                 continue
+            if self.workloads.get(w.ref) is not w:
+                continue  # deleted since the read: nothing to decide or write
             self._decide(w, spec, readings[start:offset], now)
         self.metrics.count_decisions(steady_counters)
         self.cycles += 1
