@@ -149,7 +149,12 @@ class SourcePool:
                 # gathered, not awaited: a cancelled gather raises even when the read
                 # swallowed the cancel (Python 3.11; see autoscaler.aio, which guards it too)
                 await asyncio.gather(
-                    self._fill(readings, every, url, self._read_redis(url, redis_triggers))
+                    self._fill(
+                        readings,
+                        every,
+                        url,
+                        functools.partial(self._read_redis, url, redis_triggers),
+                    )
                 )
                 return readings
         redis_groups: dict[str | None, list[tuple[int, QueueTrigger]]] = {}
@@ -163,11 +168,19 @@ class SourcePool:
                 prom_groups.setdefault(trigger.url or self.prometheus_url, []).append((i, trigger))
         jobs = [
             self._fill(
-                readings, [i for i, _ in group], url, self._read_redis(url, [t for _, t in group])
+                readings,
+                [i for i, _ in group],
+                url,
+                functools.partial(self._read_redis, url, [t for _, t in group]),
             )
             for url, group in redis_groups.items()
         ] + [
-            self._fill(readings, [i for i, _ in group], url, self._read_prometheus(url, group))
+            self._fill(
+                readings,
+                [i for i, _ in group],
+                url,
+                functools.partial(self._read_prometheus, url, group),
+            )
             for url, group in prom_groups.items()
         ]
         await asyncio.gather(*jobs)
@@ -183,11 +196,17 @@ class SourcePool:
 
     @staticmethod
     async def _fill(
-        out: list[Reading], indices: Sequence[int], url: str | None, read: Awaitable[list[Reading]]
+        out: list[Reading],
+        indices: Sequence[int],
+        url: str | None,
+        read: Callable[[], Awaitable[list[Reading]]],
     ) -> None:
-        """Await one server's read into ``out``; any failure becomes failed readings."""
+        """Await one server's read into ``out``; any failure becomes failed readings.
+
+        ``read`` makes the read's coroutine here, not in the caller: a cycle cancelled
+        before this task first ran (a stop) leaves no coroutine never awaited."""
         try:
-            results = await read
+            results = await read()
             if len(results) != len(indices):
                 raise AutoscalerError(f"source answered {len(results)} readings for {len(indices)}")
         except AutoscalerError as e:
