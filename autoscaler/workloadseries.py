@@ -36,7 +36,7 @@ one C call); a block may mix lines from before and after a change, never half a 
 Bound values are written for the triggers they were read with (``seen_triggers``): a new
 spec between the poll and the lines never labels a reading with another trigger. The
 render hands the GIL over (``time.sleep(0)``) every ``SLICE`` series or lines and between
-families, so the event loop waits for it at most a slice (issue 13, goal 4: loop lag).
+families, so the event loop waits for it at most a slice (docs/performance.md, goal 4: loop lag).
 """
 
 from __future__ import annotations

@@ -1,14 +1,14 @@
 """The API operations the controller sends, without the generated API classes.
 
 ``kubernetes.aio``'s generated ``CoreV1Api``, ``AppsV1Api``, … each import a module of
-hundreds of methods and ~160 pydantic models to validate their arguments: building the
-four the controller used cost ~0.9 s of CPU and ~33 MB of RSS at every start (issue 13,
-goals 5 and 6), for the 30 or so operations it sends. Each ``Operation`` here sends its
-request the way the generated ``*_without_preload_content`` twin does — the same
-``ApiClient.param_serialize`` (authentication, path quoting, query encoding: ``watch=True``
-is ``watch=true``) and ``ApiClient.call_api`` — and returns the raw aiohttp response, so
-``KubeClient`` judges the status and parses the JSON as before. Its ``__name__`` is the
-generated method's (``KubeClient`` names the verb from it).
+hundreds of methods and ~160 pydantic models to validate their arguments: building the four
+the controller used cost ~0.9 s of CPU and ~33 MB of RSS at every start
+(docs/performance.md, goals 5 and 6), for the 30 or so operations it sends. Each
+``Operation`` here sends its request the way the generated ``*_without_preload_content``
+twin does — the same ``ApiClient.param_serialize`` (authentication, path quoting, query
+encoding: ``watch=True`` is ``watch=true``) and ``ApiClient.call_api`` — and returns the raw
+aiohttp response, so ``KubeClient`` judges the status and parses the JSON as before. Its
+``__name__`` is the generated method's (``KubeClient`` names the verb from it).
 """
 
 from __future__ import annotations

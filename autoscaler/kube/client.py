@@ -128,7 +128,7 @@ class Turns:
     The limiter (``Throttler.acquire``) polls every 10 ms while it waits; only the holder
     polls (10,000 queued calls would otherwise wake 1,000,000 times a second). A scale or
     drain write therefore waits behind at most the one background write holding the turn,
-    never behind the fleet's queued Events and statuses (issue 13, goal 7).
+    never behind the fleet's queued Events and statuses (docs/performance.md, goal 7).
     """
 
     def __init__(self) -> None:

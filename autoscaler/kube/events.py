@@ -44,7 +44,7 @@ class EventQueue:
 
     Written each by a task of its own, Events waited at the client's rate limiter as
     parked coroutine chains (a few KB each; at 10,000 workloads thousands at once after
-    a start, issue 13 goal 5), and a scale-up's or a drain's own Event held its action
+    a start, docs/performance.md goal 5), and a scale-up's or a drain's own Event held its action
     until written. Queued, one is a ``write`` callable (the target's bound method and its
     arguments). Their requests are background calls (``operations.create_event``):
     behind every scale and drain write. When ``max_queued`` are waiting, the oldest is
