@@ -2,8 +2,8 @@
 
 Two ``autoscaler consume --stream`` processes at ``--concurrency 4``; the processor kills
 the sidecar that POSTs the poison body (SIGKILL, from the request's path) and answers the
-others 200 after a short latency, so the first crash happens with innocent entries in
-flight beside the poison. A killed sidecar is restarted, alternately under the same id
+others 200 after a short latency; the poison's first request waits until an innocent one
+from the same sidecar is in flight, so the first crash happens beside innocent entries. A killed sidecar is restarted, alternately under the same id
 (its start judges what it held) and a new one (a live sidecar's claim judges it). The
 poison rule of ``redisqueue.streams``: only the poison entry is dead-lettered, every
 innocent id is processed, none is charged for the crashes, and the poison is delivered
@@ -58,6 +58,12 @@ class Killer:
         body = await request.read()
         held = self.in_flight.setdefault(name, set())
         if body == POISON:
+            if not self.poison_seen:
+                # The sidecar POSTs what it took concurrently, so the poison's request can
+                # arrive before its neighbours': the first one waits until one is in flight.
+                deadline = time.monotonic() + 10
+                while not held and time.monotonic() < deadline:
+                    await asyncio.sleep(0.01)
             self.poison_seen.append((count, set(held)))
             self.sidecars[name].process.send_signal(signal.SIGKILL)
             return web.Response(status=200)  # never read: the sidecar is dead
