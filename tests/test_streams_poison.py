@@ -3,16 +3,17 @@
 Two ``autoscaler consume --stream`` processes at ``--concurrency 4``; the processor kills
 the sidecar that POSTs the poison body (SIGKILL, from the request's path) and answers the
 others 200 after a short latency; the poison's first request waits until an innocent one
-from the same sidecar is in flight, so the first crash happens beside innocent entries. A killed sidecar is restarted, alternately under the same id
-(its start judges what it held) and a new one (a live sidecar's claim judges it). The
-poison rule of ``redisqueue.streams``: only the poison entry is dead-lettered, every
-innocent id is processed, none is charged for the crashes, and the poison is delivered
-alone after the first crash. Entries are counted by id.
+from its sidecar is in flight, so the first crash happens beside innocent entries. A killed
+sidecar is restarted, alternately under the same id (its start judges what it held) and a
+new one (a live sidecar's claim judges it). The poison rule of ``redisqueue.streams``: only
+the poison entry is dead-lettered, every innocent id is processed, none is charged for the
+crashes, and the poison is delivered alone after the first crash. Entries are counted by id.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import sys
 import time
@@ -47,6 +48,7 @@ class Killer:
     in_flight: dict[str, set[str]] = field(default_factory=dict)  # path → entry ids
     poison_seen: list[tuple[int, set[str]]] = field(default_factory=list)  # (count, beside)
     accepted: set[str] = field(default_factory=set)
+    busy: dict[str, asyncio.Event] = field(default_factory=dict)  # path → an innocent was held
     counts: dict[str, list[int]] = field(default_factory=dict)
     port: int = 0
 
@@ -61,13 +63,13 @@ class Killer:
             if not self.poison_seen:
                 # The sidecar POSTs what it took concurrently, so the poison's request can
                 # arrive before its neighbours': the first one waits until one is in flight.
-                deadline = time.monotonic() + 10
-                while not held and time.monotonic() < deadline:
-                    await asyncio.sleep(0.01)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.busy.setdefault(name, asyncio.Event()).wait(), 10)
             self.poison_seen.append((count, set(held)))
             self.sidecars[name].process.send_signal(signal.SIGKILL)
             return web.Response(status=200)  # never read: the sidecar is dead
         held.add(entry_id)
+        self.busy.setdefault(name, asyncio.Event()).set()
         try:
             await asyncio.sleep(0.3)  # the processor's latency (not a synchronisation)
         finally:

@@ -152,6 +152,13 @@ class StreamSlots(Slots):
         self._free.set()
         self._claim_lock = asyncio.Lock()
         self._hold_reads = False  # the last claim said the quarantine waits for us
+        # Reads in flight. A suspect is sent only once none is: a read sent before the
+        # claim made us hold it alone may land after it, and until that entry is handed
+        # back we hold two — a crash then would charge neither, and the poison would be
+        # delivered again uncharged (tests/test_streams_poison.py, 1 run in 3 without).
+        self._reading = 0
+        self._reads_done = asyncio.Event()
+        self._reads_done.set()
 
     async def _run(self, slot: int) -> None:
         while not self._stopping.is_set():
@@ -214,17 +221,24 @@ class StreamSlots(Slots):
             stopper.cancel()
 
     async def _read_new(self, block_ms: int) -> Entry | None:
-        entry = await streams.read_new(self._redis, self._k, block_ms)
-        if entry is None:
+        self._reading += 1
+        self._reads_done.clear()
+        try:
+            entry = await streams.read_new(self._redis, self._k, block_ms)
+            if entry is None:
+                return None
+            async with self._claim_lock:  # a claim in flight may have made us hold one alone
+                if self.alone is None:
+                    return entry
+            await self._handler.redis_op(lambda: streams.hand_back(
+                self._redis, self._k, uncharge=True, entry_ids=[entry.entry_id]))  # fmt: skip
+            self._log.info("handed back entry %s, read while suspect %s is held alone",
+                           entry.entry_id, self.alone)  # fmt: skip
             return None
-        async with self._claim_lock:  # a claim in flight may have made us hold one alone
-            if self.alone is None:
-                return entry
-        await self._handler.redis_op(lambda: streams.hand_back(
-            self._redis, self._k, uncharge=True, entry_ids=[entry.entry_id]))  # fmt: skip
-        self._log.info("handed back entry %s, read while suspect %s is held alone",
-                       entry.entry_id, self.alone)  # fmt: skip
-        return None
+        finally:
+            self._reading -= 1
+            if not self._reading:
+                self._reads_done.set()
 
     async def _claim(self) -> Entry | None:
         """A claimable entry, or None; while the quarantine waits for this consumer to hold
@@ -238,6 +252,8 @@ class StreamSlots(Slots):
                 self.alone = entry.entry_id
                 self._free.clear()
             self._hold_reads = verdict is Claimed.WAIT
+        if verdict is Claimed.ALONE and not self._reads_done.is_set():
+            await self._reads_done.wait()  # at most one take timeout: see ``_reading``
         if entry is not None:
             what = "a suspect, alone" if verdict is Claimed.ALONE else "handed back"
             self._log.info("claimed entry %s (delivery %d): %s", entry.entry_id, entry.count,
