@@ -14,9 +14,9 @@
     ├── DrainError              the drain protocol could not complete (timeout, cancel)
     └── ReplicasChangedError    someone else set the replicas since the decision: re-decide
 
-Library exceptions (``redis.*``, ``httpx.*``, ``kubernetes.*``, ``aiohttp.*``) are
-translated at the boundary of ``sources``/``kube``/``consumer``/``redisqueue`` and
-re-raised ``from`` the original; none escapes those packages.
+Library exceptions (``redis.*``, ``kubernetes.*``, ``aiohttp.*``) are translated at the
+boundary of ``sources``/``kube``/``consumer``/``redisqueue`` and re-raised ``from`` the
+original; none escapes those packages.
 """
 
 from __future__ import annotations

@@ -68,5 +68,5 @@ def configure(log_format: str = "text", level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("aiohttp.access", "kubernetes", "urllib3", "httpx", "httpcore", "asyncio"):
+    for noisy in ("aiohttp.access", "kubernetes", "urllib3", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -17,6 +17,7 @@ import os
 import random
 import time
 import urllib.parse
+import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +72,20 @@ class Backoff:
 
 
 _SECRET_QUERY_KEYS = frozenset({"password", "pass", "token", "access_token"})
+
+
+def environment_proxy(url: str) -> str | None:
+    """The proxy for ``url`` from ``HTTPS_PROXY``/``HTTP_PROXY`` unless ``NO_PROXY`` exempts
+    its host, as client-go and Prometheus clients read them; read once per client, not per
+    request (aiohttp's ``trust_env`` would also look up ``~/.netrc`` on a thread at every
+    request, and a netrc entry beside our own Authorization header fails the request)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname or ""
+    except ValueError:  # not a URL: its request fails where it is sent, and says so
+        return None
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    return proxy if proxy and not urllib.request.proxy_bypass(host) else None
 
 
 def redact_url(url: str) -> str:

@@ -19,16 +19,10 @@ sys.path.insert(0, str(Path(__file__).parent.parent))
 
 def main() -> int:
     prefix, args = sys.argv[1], sys.argv[2:]
-    # Imported before tracing starts: code, not state (and traced, the Kubernetes
-    # client's API modules alone took minutes).
-    from kubernetes.aio import client as k8s
-
+    # Imported before tracing starts: code, not state.
     import autoscaler.app.cluster
     import autoscaler.kube
     import autoscaler.targets.kubernetes
-
-    for api in ("AppsV1Api", "CoreV1Api", "CoordinationV1Api", "AutoscalingV2Api"):
-        getattr(k8s, api)
     tracemalloc.start(4)  # frames per allocation: more slows a 10,000 start past minutes
     taken = 0
 

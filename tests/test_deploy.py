@@ -509,3 +509,38 @@ def test_lock_pins_every_runtime_dependency_with_hashes() -> None:
     for extra in ("demo", "plot"):
         for dependency in map(Requirement, project["optional-dependencies"][extra]):
             assert canonicalize_name(dependency.name) not in pins, f"{dependency.name} ([{extra}])"
+
+
+def test_lock_pins_nothing_the_runtime_dependencies_do_not_need() -> None:
+    """The image carries the runtime closure only (the kubernetes client, pydantic and
+    requests left with kube.config: docs/performance.md, goal 5). The closure is read from
+    the installed packages' metadata; markers are judged for Python 3.11.0 on Linux, as the
+    lock is compiled (async-timeout is needed before 3.11.3)."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    text = (DEPLOY / "requirements.lock").read_text()
+    pinned = {canonicalize_name(m) for m in re.findall(r"(?m)^([A-Za-z0-9_.\-]+)==", text)}
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    todo = [Requirement(d) for d in project["dependencies"]]
+    needed: set[str] = set()
+    env = {"python_version": "3.11", "python_full_version": "3.11.0", "sys_platform": "linux",
+           "platform_system": "Linux", "implementation_name": "cpython"}  # fmt: skip
+    while todo:
+        requirement = todo.pop()
+        extras = ["", *sorted(requirement.extras)]
+        name = canonicalize_name(requirement.name)
+        needed |= {name} | {canonicalize_name(e) for e in requirement.extras}
+        try:  # not installed: needed only by another Python (async-timeout), and a leaf
+            children = metadata.requires(requirement.name) or []
+        except metadata.PackageNotFoundError:
+            children = []
+        for line in children:
+            child = Requirement(line)
+            marker = child.marker
+            applies = marker is None or any(marker.evaluate({**env, "extra": e}) for e in extras)
+            if applies and canonicalize_name(child.name) not in needed:
+                todo.append(child)
+    assert pinned - needed == set()

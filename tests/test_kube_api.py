@@ -1,12 +1,13 @@
 """``kube.api``'s operations send exactly what the generated ``kubernetes.aio`` methods send.
 
 Both go to one small HTTP server that records each request as it arrives (method, path,
-query, Accept, Content-Type, body); every operation the controller sends is called both
-ways with the same arguments, and the two recordings must be equal.
+query, Accept, Content-Type, body, Authorization); every operation the controller sends is
+called both ways with the same arguments, and the two recordings must be equal.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -17,6 +18,8 @@ from kubernetes.aio import client as k8s
 
 from autoscaler.kube import api
 from autoscaler.kube.client import MERGE_PATCH
+from autoscaler.kube.config import Connection, StaticToken
+from autoscaler.kube.transport import Transport
 
 GENERATED = {
     "apps": k8s.AppsV1Api,
@@ -49,7 +52,8 @@ BODIES: dict[str, Any] = {  # a create's body is checked against its model by th
 
 
 def _operations() -> list[tuple[str, api.Operation]]:
-    apps, core, coordination, autoscaling = api.build(k8s.ApiClient(k8s.Configuration()))
+    unused = Transport(Connection("http://127.0.0.1:1", None, StaticToken("Bearer t0ken")))
+    apps, core, coordination, autoscaling = api.build(unused)
     groups = {"apps": apps, "core": core, "coordination": coordination, "autoscaling": autoscaling}
     return [
         (group, op)
@@ -76,6 +80,7 @@ async def recorder() -> AsyncIterator[tuple[str, list[tuple[Any, ...]]]]:
                 request.headers.get("Accept"),
                 request.headers.get("Content-Type") if body else None,
                 json.loads(body) if body else None,
+                request.headers.get("Authorization"),
             )
         )
         return web.json_response({})
@@ -119,18 +124,22 @@ async def test_an_operation_sends_what_the_generated_method_sends(
     url, seen = recorder
     configuration = k8s.Configuration(host=url)
     configuration.api_key = {"BearerToken": "Bearer t0ken"}
-    async with k8s.ApiClient(configuration) as api_client:
-        ours = api.Operation(api_client, op.__name__, op.method, op.path, op.params, body=op.body)
+    transport = Transport(Connection(url, None, StaticToken("Bearer t0ken")))
+    async with k8s.ApiClient(configuration) as api_client, contextlib.aclosing(transport):
+        ours = api.Operation(transport, op.__name__, op.method, op.path, op.params, body=op.body)
         generated = getattr(GENERATED[group](api_client), f"{op.__name__}_without_preload_content")
-        args: list[Any] = [f"{p}-1" for p in op.params]
-        if op.body:
-            args.append(BODIES.get(op.__name__, PATCH))
+        names = [f"{p}-1" for p in op.params]
+        bodies: list[Any] = [BODIES.get(op.__name__, PATCH)] if op.body else [None]
+        if op.method == "PATCH":  # a list body is a JSON patch, a mapping a strategic merge
+            bodies.append([{"op": "replace", "path": "/spec/replicas", "value": 3}])
         queries = QUERIES if op.__name__.startswith("list_") else [{}]
         types: list[dict[str, str]] = [{}, {"_content_type": MERGE_PATCH}]
         variants = [{**q, **t} for q in queries for t in (types if op.method == "PATCH" else [{}])]
-        for kwargs in variants:
-            for method in (generated, ours):
-                response = await method(*args, _request_timeout=5.0, **kwargs)
-                response.release()
-            assert seen[-1] == seen[-2], kwargs
-        assert len(seen) == 2 * len(variants)
+        for body in bodies:
+            args = names + ([body] if op.body else [])
+            for kwargs in variants:
+                for method in (generated, ours):
+                    response = await method(*args, _request_timeout=5.0, **kwargs)
+                    response.release()
+                assert seen[-1] == seen[-2], kwargs
+        assert len(seen) == 2 * len(variants) * len(bodies)

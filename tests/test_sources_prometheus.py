@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
-import httpx
+import aiohttp
 import pytest
 from aiohttp import web
 from hypothesis import given
@@ -71,6 +72,17 @@ async def test_vector_and_scalar_values(source: Source[PrometheusTrigger]) -> No
     assert (a.value, total.value, as_scalar.value, again.value) == (7, 12, 5, 7)
 
 
+async def test_the_query_text_reaches_prometheus_intact(source: Source[PrometheusTrigger]) -> None:
+    # '+', '&', '=', '#', '%', quotes, braces and spaces must be escaped in the query string
+    plus, regex = await source.read(
+        [
+            q("1 + 2 * 3"),
+            q(f'sum(qa_sources_value{{job="{JOB}",kind=~"a|b",kind!="&x=1#%20"}}) + 0.5'),
+        ]
+    )
+    assert (plus.value, regex.value) == (7, 12.5)
+
+
 async def test_unknowns_are_failed_never_zero(source: Source[PrometheusTrigger]) -> None:
     many = f'qa_sources_value{{job="{JOB}"}}'
     empty, multi, inf, nan_scalar = await source.read(
@@ -102,7 +114,8 @@ async def test_server_down_fails_then_backs_off() -> None:
     src = PrometheusSource(f"http://127.0.0.1:{free_port()}", auth=None)
     try:
         (down,) = await src.read([q("up")])
-        assert down.value is None and down.error is not None and "ConnectError" in down.error
+        assert down.value is None and down.error is not None
+        assert "ClientConnectorError: Cannot connect to host 127.0.0.1" in down.error
         (waiting,) = await src.read([q("up")])  # "backing off": answered without an attempt
         assert waiting.error is not None and "backing off" in waiting.error
     finally:
@@ -214,18 +227,64 @@ async def test_timeout_and_bounded_concurrency(fake: Callable[[Handler], Awaitab
         await src.aclose()
 
 
-async def test_an_injected_client_is_used_and_left_open(
+async def test_an_injected_session_is_used_and_left_open(
     fake: Callable[[Handler], Awaitable[str]],
 ) -> None:
     async def handler(request: web.Request) -> web.Response:
         return scalar("6") if request.headers.get("X-Tenant") == "t" else web.Response(status=403)
 
     url = await fake(handler)
-    async with httpx.AsyncClient(headers={"X-Tenant": "t"}) as client:
-        src = PrometheusSource(url, client=client, auth=None)
+    async with aiohttp.ClientSession(headers={"X-Tenant": "t"}) as session:
+        src = PrometheusSource(url, session=session, auth=None)
         assert (await src.read([q("up")]))[0].value == 6
         await src.aclose()
-        assert not client.is_closed
+        assert not session.closed
+
+
+async def test_the_environments_auth_wins_over_credentials_in_the_url(
+    fake: Callable[[Handler], Awaitable[str]],
+) -> None:
+    seen: list[str] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Authorization", ""))
+        return scalar("1")
+
+    url = (await fake(handler)).replace("http://", "http://bob:pw@")
+    with_env = PrometheusSource(url, auth=PrometheusAuth.from_env({"PROMETHEUS_BEARER_TOKEN": "t"}))
+    url_only = PrometheusSource(url, auth=None)
+    try:
+        assert (await with_env.read([q("up")]))[0].value == 1
+        assert (await url_only.read([q("up")]))[0].value == 1
+    finally:
+        await with_env.aclose()
+        await url_only.aclose()
+    assert seen == ["Bearer t", "Basic Ym9iOnB3"]  # base64("bob:pw")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "not a url",
+        "http://bob:s3cr3t@/no-host",
+        "http://bob:s3cr3t@[::1",
+        "http://bob:s3cr3t@127.0.0.1:99999/",
+        "ftp://bob:s3cr3t@127.0.0.1/",
+    ],
+)
+async def test_an_invalid_url_fails_as_a_reading_without_its_password(
+    url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    src = PrometheusSource(url, auth=None)
+    try:
+        with caplog.at_level(logging.WARNING, logger="autoscaler.sources.prometheus"):
+            (bad,) = await src.read([q("up")])
+    finally:
+        await src.aclose()
+    assert bad.value is None and bad.error is not None
+    assert "UrlClientError: not a valid http(s) URL; query 'up'" in bad.error
+    assert "s3cr3t" not in bad.error and "s3cr3t" not in caplog.text
+    assert "prometheus query failed" in caplog.text  # the failure is logged, redacted
 
 
 def success(result_type: object, result: object) -> str:

@@ -4,29 +4,38 @@
 hundreds of methods and ~160 pydantic models to validate their arguments: building the four
 the controller used cost ~0.9 s of CPU and ~33 MB of RSS at every start
 (docs/performance.md, goals 5 and 6), for the 30 or so operations it sends. Each
-``Operation`` here sends its request the way the generated ``*_without_preload_content``
-twin does — the same ``ApiClient.param_serialize`` (authentication, path quoting, query
-encoding: ``watch=True`` is ``watch=true``) and ``ApiClient.call_api`` — and returns the raw
-aiohttp response, so ``KubeClient`` judges the status and parses the JSON as before. Its
-``__name__`` is the generated method's (``KubeClient`` names the verb from it).
+``Operation`` here sends the request the generated ``*_without_preload_content`` twin sends
+(``tests/test_kube_api.py`` compares them, request by request: path quoting, query
+encoding — ``watch=True`` is ``watch=true`` —, Accept and Content-Type, the JSON body)
+through ``kube.transport``, and returns the raw aiohttp response, so ``KubeClient`` judges
+the status and parses the JSON. Its ``__name__`` is the generated method's (``KubeClient``
+names the verb from it).
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
+from urllib.parse import quote
 
-from kubernetes.aio import client as k8s
+from .transport import Transport
 
 ACCEPT = "application/json"
-# What the generated methods send without a ``_content_type``: a PATCH's default is the
-# first JSON type it accepts (JSON patch); other bodies are JSON.
-DEFAULT_PATCH_TYPE = "application/json-patch+json"
+# What the generated client sends without a ``_content_type``: a PATCH with a list body is a
+# JSON patch, with any other body a strategic-merge patch; other bodies are JSON.
+JSON_PATCH = "application/json-patch+json"
+STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 
 
 def _query_name(keyword: str) -> str:
     """``label_selector`` → ``labelSelector``, ``_continue`` → ``continue`` (as generated)."""
     head, *rest = keyword.lstrip("_").split("_")
     return head + "".join(word.capitalize() for word in rest)
+
+
+def _query_value(value: Any) -> str:
+    """As the generated client encodes a query value: booleans lower-case."""
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
 
 
 class Operation:
@@ -41,7 +50,7 @@ class Operation:
 
     def __init__(
         self,
-        api_client: k8s.ApiClient,
+        transport: Transport,
         name: str,
         method: str,
         path: str,
@@ -49,7 +58,7 @@ class Operation:
         *,
         body: bool = False,
     ) -> None:
-        self.api_client = api_client
+        self.transport = transport
         self.__name__ = name
         self.method = method
         self.path = path
@@ -70,31 +79,25 @@ class Operation:
         expected = len(self.params) + self.body
         if len(args) != expected:
             raise TypeError(f"{self.__name__}() takes {expected} positional arguments")
-        path_params = dict(zip(self.params, args, strict=False))
+        path = self.path
+        for param, value in zip(self.params, args, strict=False):
+            path = path.replace(f"{{{param}}}", quote(str(value), safe=""))
         body = args[-1] if self.body else None
-        headers: dict[str, str | None] = dict(_headers or {})
+        headers = dict(_headers or {})
         headers.setdefault("Accept", ACCEPT)
-        if _content_type:
-            headers["Content-Type"] = _content_type
-        elif self.method == "PATCH":
-            headers["Content-Type"] = DEFAULT_PATCH_TYPE
-        queries = [(_query_name(k), v) for k, v in query.items() if v is not None]
-        serialized = await self.api_client.param_serialize(
-            method=self.method,
-            resource_path=self.path,
-            path_params=path_params,
-            query_params=queries,
-            header_params=headers,
-            body=body,
-            post_params=[],
-            files={},
-            auth_settings=["BearerToken"],
-            collection_formats={},
+        if body is not None:
+            if _content_type:
+                headers["Content-Type"] = _content_type
+            elif self.method == "PATCH":
+                patch = JSON_PATCH if isinstance(body, list) else STRATEGIC_MERGE_PATCH
+                headers["Content-Type"] = patch
+            else:
+                headers["Content-Type"] = ACCEPT
+        queries = [(_query_name(k), _query_value(v)) for k, v in query.items() if v is not None]
+        data = json.dumps(body).encode() if body is not None else None
+        return await self.transport.request(
+            self.method, path, query=queries, headers=headers, body=data, timeout_s=_request_timeout
         )
-        response = await self.api_client.call_api(
-            *serialized, _preload_content=False, _request_timeout=_request_timeout
-        )
-        return response.response
 
 
 _WORKLOAD_KINDS = {
@@ -116,7 +119,7 @@ class Api:
 
 
 def _crud(
-    api_client: k8s.ApiClient,
+    transport: Transport,
     base: str,
     snake: str,
     plural: str,
@@ -128,22 +131,20 @@ def _crud(
     item = f"{collection}/{{name}}"
     ns, named = ("namespace",), ("name", "namespace")
     table = {
-        "list": Operation(api_client, f"list_namespaced_{snake}", "GET", collection, ns),
+        "list": Operation(transport, f"list_namespaced_{snake}", "GET", collection, ns),
         "list_all": Operation(
-            api_client, f"list_{snake}_for_all_namespaces", "GET", f"{base}/{plural}", ()
+            transport, f"list_{snake}_for_all_namespaces", "GET", f"{base}/{plural}", ()
         ),
-        "read": Operation(api_client, f"read_namespaced_{snake}", "GET", item, named),
+        "read": Operation(transport, f"read_namespaced_{snake}", "GET", item, named),
         "create": Operation(
-            api_client, f"create_namespaced_{snake}", "POST", collection, ns, body=True
+            transport, f"create_namespaced_{snake}", "POST", collection, ns, body=True
         ),
-        "patch": Operation(
-            api_client, f"patch_namespaced_{snake}", "PATCH", item, named, body=True
-        ),
+        "patch": Operation(transport, f"patch_namespaced_{snake}", "PATCH", item, named, body=True),
         "read_scale": Operation(
-            api_client, f"read_namespaced_{snake}_scale", "GET", f"{item}/scale", named
+            transport, f"read_namespaced_{snake}_scale", "GET", f"{item}/scale", named
         ),
         "patch_scale": Operation(
-            api_client,
+            transport,
             f"patch_namespaced_{snake}_scale",
             "PATCH",
             f"{item}/scale",
@@ -154,24 +155,24 @@ def _crud(
     return [table[verb] for verb in verbs]
 
 
-def build(api_client: k8s.ApiClient) -> tuple[Api, Api, Api, Api]:
+def build(transport: Transport) -> tuple[Api, Api, Api, Api]:
     """``apps``, ``core``, ``coordination``, ``autoscaling``: what the controller sends."""
     workload_verbs = ("list", "list_all", "read", "patch", "read_scale", "patch_scale")
     apps = Api(
         [
             op
             for snake, plural in _WORKLOAD_KINDS.items()
-            for op in _crud(api_client, "/apis/apps/v1", snake, plural, verbs=workload_verbs)
+            for op in _crud(transport, "/apis/apps/v1", snake, plural, verbs=workload_verbs)
         ]
     )
     core = Api(
-        _crud(api_client, "/api/v1", "pod", "pods", verbs=("list", "read", "patch"))
-        + _crud(api_client, "/api/v1", "event", "events", verbs=("create", "read", "patch"))
-        + _crud(api_client, "/api/v1", "secret", "secrets", verbs=("read",))
+        _crud(transport, "/api/v1", "pod", "pods", verbs=("list", "read", "patch"))
+        + _crud(transport, "/api/v1", "event", "events", verbs=("create", "read", "patch"))
+        + _crud(transport, "/api/v1", "secret", "secrets", verbs=("read",))
     )
     coordination = Api(
         _crud(
-            api_client,
+            transport,
             "/apis/coordination.k8s.io/v1",
             "lease",
             "leases",
@@ -180,7 +181,7 @@ def build(api_client: k8s.ApiClient) -> tuple[Api, Api, Api, Api]:
     )
     autoscaling = Api(
         _crud(
-            api_client,
+            transport,
             "/apis/autoscaling/v2",
             "horizontal_pod_autoscaler",
             "horizontalpodautoscalers",

@@ -1,8 +1,9 @@
 """``KubeClient``: the one door to the Kubernetes API — throttled, retried, translated.
 
-It wraps a ``kubernetes.aio`` ``ApiClient`` and calls the generated API methods in their
-``*_without_preload_content`` form, so responses stay plain JSON dicts (``Obj``): no model
-round trip, and the status code is ours to judge. Every call
+It sends ``kube.api``'s operations through one ``kube.transport`` (aiohttp) to the server
+``kube.config`` reads from the kubeconfig or the pod's service account; responses stay
+plain JSON dicts (``Obj``): no model round trip, and the status code is ours to judge.
+Every call
 
 - waits for the QPS/burst limiter (asyncio-throttle, a sliding window: at most ``burst``
   requests in any ``burst / qps`` seconds, i.e. ``qps`` on average);
@@ -28,16 +29,10 @@ import random
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import aiohttp
-import yaml
 from asyncio_throttle.throttler import Throttler
-from kubernetes.aio import client as k8s
-from kubernetes.aio import config as k8s_config
-from kubernetes.aio.client.exceptions import OpenApiException
-from kubernetes.aio.config import ConfigException
 
 from autoscaler.aio import guarded
 from autoscaler.errors import KubeConflictError, KubeError, KubeTransientError, truncate
@@ -45,9 +40,10 @@ from autoscaler.logs import log_event
 from autoscaler.metrics import ControllerMetrics
 from autoscaler.remote import backoff_delay
 
-from . import api
+from . import api, config
 from .responses import Obj as Obj
 from .responses import RetryAfterError, error_from_status, events
+from .transport import Transport
 
 logger = logging.getLogger(__name__)
 
@@ -91,33 +87,6 @@ class ClientSettings:
 def verb_of(method: ApiMethod) -> str:
     name = getattr(method, "__name__", "")
     return next((verb for prefix, verb in _VERBS if name.startswith(prefix)), "other")
-
-
-def _raw(method: ApiMethod) -> ApiMethod:
-    """What sends ``method`` and returns the raw response: an ``api.Operation`` itself; a
-    generated method's ``*_without_preload_content`` twin (as ``Watch`` finds it)."""
-    if isinstance(method, api.Operation):
-        return method
-    raw = getattr(method.__self__, f"{method.__name__}_without_preload_content", None)  # type: ignore[attr-defined]
-    if raw is None:
-        raise TypeError(f"{method!r} is not a generated Kubernetes API method")
-    return raw  # type: ignore[no-any-return]
-
-
-def kubeconfig_path(
-    kubeconfig: str | os.PathLike[str] | None, environ: Mapping[str, str] = os.environ
-) -> str | os.PathLike[str] | None:
-    """``kubeconfig``, else ``$KUBECONFIG``, else None in a cluster, else ``~/.kube/config``;
-    ``KubeError`` when there is none of them. ``environ``: the process environment."""
-    path = kubeconfig or environ.get("KUBECONFIG")
-    in_cluster = not path and bool(environ.get("KUBERNETES_SERVICE_HOST"))
-    if not path and not in_cluster and (Path.home() / ".kube" / "config").exists():
-        path = Path.home() / ".kube" / "config"
-    if not path and not in_cluster:
-        raise KubeError("no kubeconfig (--kubeconfig, KUBECONFIG) and not in a cluster")
-    if path and not Path(path).is_file():  # else the client library logs, then fails obscurely
-        raise KubeError(f"kubeconfig {path}: no such file")
-    return path or None
 
 
 class Turns:
@@ -171,13 +140,13 @@ class KubeClient:
 
     def __init__(
         self,
-        api_client: k8s.ApiClient,
+        transport: Transport,
         *,
         settings: ClientSettings | None = None,
         metrics: ControllerMetrics | None = None,
         rng: random.Random | None = None,
     ) -> None:
-        self.api_client = api_client
+        self.transport = transport
         self.settings = settings or ClientSettings()
         self.metrics = metrics
         self.rng = rng or random.Random()
@@ -190,7 +159,7 @@ class KubeClient:
         self.core: Any
         self.coordination: Any
         self.autoscaling: Any
-        self.apps, self.core, self.coordination, self.autoscaling = api.build(api_client)
+        self.apps, self.core, self.coordination, self.autoscaling = api.build(transport)
 
     @classmethod
     async def connect(
@@ -202,25 +171,16 @@ class KubeClient:
         metrics: ControllerMetrics | None = None,
         environ: Mapping[str, str] = os.environ,
     ) -> KubeClient:
-        """From ``kubeconfig``, else ``$KUBECONFIG``, else in-cluster, else ``~/.kube/config``."""
-        configuration = k8s.Configuration()
-        path = kubeconfig_path(kubeconfig, environ)
-        try:
-            if path:
-                await k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
-                    config_file=str(path), context=context, client_configuration=configuration
-                )
-            else:
-                k8s_config.load_incluster_config(configuration)  # type: ignore[no-untyped-call]
-        except (ConfigException, OSError, ValueError, KeyError, TypeError, yaml.YAMLError) as e:
-            raise KubeError(f"cannot load the Kubernetes configuration: {e}") from e
-        kube = cls(k8s.ApiClient(configuration), settings=settings, metrics=metrics)
+        """From ``kubeconfig``, else ``$KUBECONFIG``, else in-cluster, else ``~/.kube/config``
+        (``kube.config``: kubectl's rules)."""
+        connection = config.connection(kubeconfig, context, environ)
+        kube = cls(Transport(connection), settings=settings, metrics=metrics)
         s = kube.settings
-        log_event(logger, "kube client", host=configuration.host, qps=s.qps, burst=s.burst)
+        log_event(logger, "kube client", host=connection.server, qps=s.qps, burst=s.burst)
         return kube
 
     async def close(self) -> None:
-        await self.api_client.close()  # type: ignore[no-untyped-call]
+        await self.transport.aclose()
 
     async def __aenter__(self) -> KubeClient:
         return self
@@ -253,13 +213,10 @@ class KubeClient:
         kwargs.setdefault("_request_timeout", self.settings.request_timeout_s)
         what = f"{verb} {getattr(method, '__name__', '?')}"
         try:
-            return await guarded(_raw(method)(*args, **kwargs))
+            return await guarded(method(*args, **kwargs))
         except (aiohttp.ClientError, TimeoutError, OSError) as e:
             self._count(verb, "error")
             raise KubeTransientError(f"{what}: {type(e).__name__}: {e}") from e
-        except OpenApiException as e:
-            self._count(verb, "error")
-            raise KubeError(f"{what}: {e}") from e
 
     async def _once(
         self,

@@ -82,10 +82,7 @@ def _micro_time(now: dt.datetime) -> str:
 
 
 def _utcnow() -> dt.datetime:
-    now = dt.datetime.now(dt.UTC)
-    # The client's model serialises a datetime with isoformat(), which drops a zero
-    # fraction, and MicroTime then fails to parse on the server: never send a zero.
-    return now if now.microsecond else now.replace(microsecond=1)
+    return dt.datetime.now(dt.UTC)
 
 
 class LeaderElector:
@@ -229,7 +226,7 @@ class LeaderElector:
 
     async def _create(self) -> bool:
         s = self.settings
-        now = _utcnow()
+        now = _micro_time(_utcnow())
         body = {
             "apiVersion": "coordination.k8s.io/v1",
             "kind": "Lease",

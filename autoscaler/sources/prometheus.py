@@ -8,7 +8,14 @@ that names the query (aggregate it in the annotation, e.g. ``sum(...)``).
 Auth comes from the controller's environment: ``PROMETHEUS_BEARER_TOKEN`` or
 ``PROMETHEUS_BEARER_TOKEN_FILE`` (wins over basic auth), else ``PROMETHEUS_USERNAME`` with
 ``PROMETHEUS_PASSWORD`` or ``PROMETHEUS_PASSWORD_FILE``. Files are re-read per request,
-so a rotated token is picked up.
+so a rotated token is picked up. They win over credentials in the URL's userinfo, which
+are sent as basic auth only when the environment sets none.
+
+The transport is aiohttp, like ``kube`` and the sidecar: one HTTP library in the process,
+not two (httpx added ~4.5 MB of RSS and ~50 ms of import to the controller's other
+imports; docs/performance.md, goal 5). ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY`` are
+honoured (read once: ``remote.environment_proxy``); ``.netrc`` is not read. TLS verifies
+against the system's CA store (``SSL_CERT_FILE``/``SSL_CERT_DIR`` honoured).
 """
 
 from __future__ import annotations
@@ -19,15 +26,16 @@ import json
 import logging
 import math
 import os
-from collections.abc import Generator, Mapping, Sequence
+import urllib.parse
+from collections.abc import Mapping, Sequence
 
-import httpx
+import aiohttp
 
 from autoscaler.aio import guarded
 from autoscaler.errors import SourceError, truncate
 from autoscaler.policy.spec import PrometheusTrigger
 from autoscaler.policy.state import Reading
-from autoscaler.remote import Backoff, EnvSecret, redact_url
+from autoscaler.remote import Backoff, EnvSecret, environment_proxy, redact_url
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +88,7 @@ def reading_from_response(server: str, query: str, status_code: int, body: str) 
         return Reading.failed(f"{server}: query {truncate(query, _QUERY_CHARS)!r}: {e}")
 
 
-class PrometheusAuth(httpx.Auth):
+class PrometheusAuth:
     """Bearer or basic auth from the environment, read at each request (see module doc)."""
 
     def __init__(
@@ -99,42 +107,60 @@ class PrometheusAuth(httpx.Auth):
             return None
         return cls(token, username, EnvSecret.from_env("PROMETHEUS_PASSWORD", env))
 
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+    def header(self) -> str | None:
+        """The ``Authorization`` value for the next request, or None; secret files are read
+        now, so a rotated one is picked up. ``SourceError`` if a file cannot be read. The
+        value holds the secret: it goes into the request only, never into a log line."""
         if token := self.token.get():
-            request.headers["Authorization"] = f"Bearer {token}"
-        elif self.username is not None:
+            return f"Bearer {token}"
+        if self.username is not None:
             pair = f"{self.username}:{self.password.get() or ''}".encode()
-            request.headers["Authorization"] = f"Basic {base64.b64encode(pair).decode()}"
-        yield request
+            return f"Basic {base64.b64encode(pair).decode()}"
+        return None
+
+
+def _without_userinfo(url: str) -> str:
+    """``url`` without ``user:password@``: aiohttp refuses an ``Authorization`` header
+    beside credentials in the URL, and the environment's auth wins over them."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return url  # not a URL: the request fails, as a reading naming the server
+    if "@" not in parts.netloc:
+        return url
+    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 class PrometheusSource:
     """All Prometheus triggers of one server.
 
-    ``client`` may be injected (it is then not closed here); otherwise one
-    ``httpx.AsyncClient`` is created for this server. ``timeout_s`` (default 5 s) bounds
-    each query end to end; at most ``max_concurrency`` (default 8) queries run at once.
-    ``auth`` defaults to ``PrometheusAuth.from_env()``.
+    ``session`` may be injected (it is then not closed here); otherwise one
+    ``aiohttp.ClientSession`` is created for this server at its first query (a session
+    belongs to the running loop, and the pool may make a source before there is one).
+    ``timeout_s`` (default 5 s) bounds each query end to end; at most ``max_concurrency``
+    (default 8) queries run at once. ``auth`` defaults to ``PrometheusAuth.from_env()``.
     """
 
     def __init__(
         self,
         url: str,
         *,
-        client: httpx.AsyncClient | None = None,
-        auth: httpx.Auth | None = None,
+        session: aiohttp.ClientSession | None = None,
+        auth: PrometheusAuth | None = None,
         timeout_s: float = 5.0,
         max_concurrency: int = 8,
         backoff: Backoff | None = None,
     ) -> None:
         self.server = redact_url(url)
         self._endpoint = url.rstrip("/") + "/api/v1/query"
-        self._owns_client = client is None
-        self._client = client or httpx.AsyncClient(timeout=timeout_s)
+        self._endpoint_for_auth = _without_userinfo(self._endpoint)
+        self._owns_session = session is None
+        self._session = session
         self._auth = auth if auth is not None else PrometheusAuth.from_env()
         self._timeout_s = timeout_s
         self._limit = asyncio.Semaphore(max_concurrency)
         self._backoff = backoff or Backoff()
+        self._proxy = environment_proxy(url)
 
     async def read(self, triggers: Sequence[PrometheusTrigger]) -> list[Reading]:
         """One reading per trigger; each distinct query is sent once. Raises nothing."""
@@ -151,21 +177,35 @@ class PrometheusSource:
                 return Reading.failed(f"{waiting}; query {shown!r} not sent")
             try:
                 async with asyncio.timeout(self._timeout_s):
-                    response = await self._client.get(
-                        self._endpoint,
-                        params={"query": query},
-                        auth=self._auth or httpx.USE_CLIENT_DEFAULT,
-                    )
-            except (TimeoutError, httpx.HTTPError, httpx.InvalidURL, SourceError) as e:
+                    status, body = await self._get(query)
+            # ValueError: what aiohttp refuses before sending (a URL, a header value)
+            except (TimeoutError, aiohttp.ClientError, ValueError, SourceError) as e:
                 return self._failed(shown, e)
         if ended := self._backoff.succeeded():
             logger.info("prometheus recovered server=%s after_failures=%d", self.server, ended)
-        return reading_from_response(self.server, query, response.status_code, response.text)
+        return reading_from_response(self.server, query, status, body)
+
+    async def _get(self, query: str) -> tuple[int, str]:
+        """One instant query: the status and the body (undecodable bytes replaced, so a
+        garbled body is a failed reading, not an exception)."""
+        endpoint, headers = self._endpoint, None
+        if self._auth is not None and (value := self._auth.header()) is not None:
+            endpoint, headers = self._endpoint_for_auth, {"Authorization": value}
+        if self._session is None:
+            # No timeout of aiohttp's own: ``timeout_s`` around the whole query is the one
+            # bound, so its error always names it.
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout())
+        get = self._session.get
+        async with get(endpoint, params={"query": query}, headers=headers, proxy=self._proxy) as r:
+            return r.status, await r.text(errors="replace")
 
     def _failed(self, shown: str, error: Exception) -> Reading:
         """A transport failure: the server is unreachable, so back off for all queries."""
-        if isinstance(error, TimeoutError | httpx.TimeoutException):
+        if isinstance(error, TimeoutError) and not isinstance(error, aiohttp.ClientError):
             problem = f"timed out after {self._timeout_s:g} s"
+        elif isinstance(error, aiohttp.InvalidURL | aiohttp.NonHttpUrlClientError):
+            # not str(error): it is the URL, password and all (the server is named redacted)
+            problem = f"{type(error).__name__}: not a valid http(s) URL"
         else:
             problem = f"{type(error).__name__}: {truncate(str(error), 200)}"
         server_error = f"{self.server}: {problem}"
@@ -175,9 +215,7 @@ class PrometheusSource:
         return Reading.failed(f"{server_error}; query {shown!r}")
 
     async def aclose(self) -> None:
-        """Close the client if this source created it."""
-        if self._owns_client:
-            try:
-                await self._client.aclose()
-            except httpx.HTTPError as e:
-                logger.warning("prometheus close failed server=%s error=%s", self.server, e)
+        """Close the session if this source created it."""
+        if self._owns_session and self._session is not None:
+            session, self._session = self._session, None
+            await session.close()

@@ -103,6 +103,8 @@ async def test_standby_takes_over_within_the_lease_duration_without_double_scali
                 await eventually(lambda: _replicas(api, namespace, 5), 10, "ctl-b scales to 5")
                 assert await _scale_writes(cluster, started) == 2
                 assert await _scale_writes(cluster, after) == 1
+                # The decision's "scaled" line follows the /scale write: wait for it.
+                await eventually(lambda: _scaled(standby), 5, "ctl-b's scaled line")
                 assert [e["desired"] for e in scalings(standby)] == [5]
             finally:
                 processor.release()
@@ -119,6 +121,10 @@ async def _is(api: Api, identity: str) -> bool:
 
 async def _logged(proc: object, event: str) -> bool:
     return bool(events_of(proc, event))  # type: ignore[arg-type]
+
+
+async def _scaled(proc: object) -> bool:
+    return bool(scalings(proc))  # type: ignore[arg-type]
 
 
 async def _replicas(api: Api, namespace: str, count: int) -> bool:
