@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import gc
 import re
 import shutil
@@ -21,7 +22,7 @@ import subprocess
 import sys
 import time
 import tracemalloc
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,12 +44,24 @@ from autoscaler.sources.redis import CHUNK_QUEUES, READ_SCRIPT, RedisSource, _ch
 from autoscaler.workload import ReplicaInfo, WorkloadEvent, WorkloadRef
 
 CYCLES = 5
+PROFILE: cProfile.Profile | None = None  # --profile: the measured cycles, nothing else
 # what a workload's metrics allocate: their series, and prometheus_client's objects
 METRICS_FILES = re.compile(r"autoscaler/(metrics|workloadseries)\.py|prometheus_client/")
 MOVE = """for i = 1, tonumber(ARGV[1]) do
   if (i + tonumber(ARGV[2])) % 2 == 0 then redis.call('LPUSH', 'q' .. (i - 1), 'm')
   else redis.call('RPOP', 'q' .. (i - 1)) end
 end"""  # every queue's length changes: pushed on odd cycles, popped on even ones
+
+
+async def profiled(cycle: Awaitable[int]) -> int:
+    """``await cycle``, under ``PROFILE`` when ``--profile`` asked for it."""
+    if PROFILE is None:
+        return await cycle
+    PROFILE.enable()
+    try:
+        return await cycle
+    finally:
+        PROFILE.disable()
 
 
 @dataclass
@@ -242,7 +255,7 @@ async def bench_controller(
         sent = CountingConnection.sent
         gc.collect()
         c0, w0 = time.process_time(), time.perf_counter()
-        decided = await controller.cycle()
+        decided = await profiled(controller.cycle())
         cpu.append(time.process_time() - c0)
         wall.append(time.perf_counter() - w0)
         assert decided == n
@@ -404,7 +417,13 @@ if __name__ == "__main__":
         action="store_true",
         help="with --moving: every queue moves, no decision changes (see backlog())",
     )
+    parser.add_argument(
+        "--profile", metavar="FILE", help="cProfile the measured cycles into FILE (pstats); "
+        "the figures printed are then not the product's",
+    )  # fmt: skip
     args = parser.parse_args()
+    if args.profile:
+        PROFILE = cProfile.Profile()
     redis_server, redis_url = start_redis()
     try:
         sizes = [int(s) for s in args.sizes.split(",")]
@@ -412,3 +431,5 @@ if __name__ == "__main__":
     finally:
         redis_server.terminate()
         redis_server.wait()
+        if PROFILE is not None:
+            PROFILE.dump_stats(args.profile)
