@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -11,6 +12,7 @@ from autoscaler.annotations import STATUS_ANNOTATION
 from autoscaler.errors import KubeNotFoundError, ReplicasChangedError
 from autoscaler.kube import KubeClient
 from autoscaler.kube.events import EventQueue
+from autoscaler.logs import FIELDS
 from autoscaler.targets import Target
 from autoscaler.targets.kubernetes import DELETION_COST, KubeTarget
 from autoscaler.workload import WorkloadRef
@@ -248,3 +250,42 @@ async def test_a_full_event_queue_drops_the_oldest(
     finally:
         await stop(writer)
     assert sorted(e["message"] for e in fake_kube.events("default")) == ["message 3", "message 4"]
+
+
+async def test_events_queued_at_a_stop_are_flushed(
+    fake_kube: FakeKubeServer, kube: KubeClient
+) -> None:
+    fake_kube.create(workload("Deployment", "web"))
+    queue = EventQueue()
+    target = _target(kube, events=queue)
+    await target.record_event("ScaleDown", "3 -> 1: drained")
+    await target.record_event("InvalidSpec", "annotation x: bad", warning=True)
+    await queue.flush(10.0)  # no writer task ran: the stop writes them
+    assert queue.queued == 0
+    assert sorted(e["reason"] for e in fake_kube.events("default")) == ["InvalidSpec", "ScaleDown"]
+
+
+@pytest.mark.looptime
+async def test_a_flush_stops_at_its_timeout_and_says_what_it_left(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    queue = EventQueue()
+    written: list[int] = []
+
+    def event(i: int) -> Callable[[], Awaitable[None]]:
+        async def write() -> None:
+            await asyncio.sleep(2.0)  # a slow API server (fake time)
+            written.append(i)
+
+        return write
+
+    for i in range(5):
+        queue.put(event(i))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await queue.flush(5.0)
+    assert round(loop.time() - started, 6) == 5.0
+    assert (written, queue.queued) == ([0, 1], 3)  # the third, cut at the timeout, counts
+    said = "events not written at stop"
+    logged = [getattr(r, FIELDS) for r in caplog.records if r.getMessage() == said]
+    assert logged == [{"left": 3, "timeout_s": 5.0}]

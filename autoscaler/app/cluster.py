@@ -34,6 +34,9 @@ from .local import run_local
 logger = logging.getLogger(__name__)
 
 SHUTDOWN_REPORT_S = 5.0  # a shutdown slower than this logs the tasks it waits for
+# Events still queued at a stop are written for at most this long (inside the pod's 30 s
+# grace period, beside a drain's hand-back): a scale's Event is not repeated by a successor
+EVENT_FLUSH_S = 5.0
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -128,8 +131,8 @@ async def _main(args: argparse.Namespace) -> int:
 
 async def run_cluster(args: argparse.Namespace, stop: asyncio.Event) -> int:
     """The cluster controller until ``stop`` is set; exit code 0 on a clean stop."""
-    # Imported here, not for a cycle: building the Kubernetes client's API modules costs
-    # seconds of CPU, which `autoscaler --help` and `run --local` must not pay.
+    # Imported here: `autoscaler --help` and `run --local` need none of the Kubernetes
+    # rooms (their import is the start's CPU: docs/performance.md, goal 6).
     from autoscaler.kube import (
         KubeClient,
         LeaderElector,
@@ -209,6 +212,7 @@ async def run_cluster(args: argparse.Namespace, stop: asyncio.Event) -> int:
     try:
         await run_until(stop, jobs)
     finally:
+        await events.flush(EVENT_FLUSH_S)
         if runner is not None:
             await runner.cleanup()
         await sources.aclose()

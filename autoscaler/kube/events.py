@@ -77,13 +77,30 @@ class EventQueue:
             while not self._queued:
                 self._ready.clear()
                 await self._ready.wait()
-            write = self._queued.popleft()
-            try:
-                await write()
-            except KubeError as e:
-                log_event(logger, "event write failed", logging.WARNING, error=str(e))
-            except Exception:  # a bug in one Event must not stop the others
-                logger.exception("event write crashed")
+            await self._write(self._queued.popleft())
+
+    async def flush(self, timeout_s: float) -> None:
+        """At a stop, after ``run`` is cancelled: write what is still queued (the last
+        scale's Event, say: a successor would not repeat it) for at most ``timeout_s``;
+        log how many were left unwritten."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                while self._queued:
+                    await self._write(self._queued[0])  # cut by the timeout: still queued
+                    self._queued.popleft()
+        except TimeoutError:
+            pass
+        if self._queued:
+            log_event(logger, "events not written at stop", logging.WARNING,
+                      left=len(self._queued), timeout_s=timeout_s)  # fmt: skip
+
+    async def _write(self, write: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await write()
+        except KubeError as e:
+            log_event(logger, "event write failed", logging.WARNING, error=str(e))
+        except Exception:  # a bug in one Event must not stop the others
+            logger.exception("event write crashed")
 
 
 def _now() -> str:
