@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)  # one per workload: 10,000 (goal 5)
 class WorkloadRef:
     """A workload's identity; ``str()`` is ``namespace/name`` as in every log line."""
 
@@ -47,13 +47,15 @@ class ReplicaInfo:
     ordinal: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # the watch keeps the last per workload (goal 5)
 class WorkloadEvent:
     """An inventory change: a workload appeared, changed or was deleted.
 
     ``replicas`` is the workload's desired count as last written (``spec.replicas``): the
     loop keeps it from the watch instead of reading ``/scale`` every cycle, so a steady
-    state costs zero API calls.
+    state costs zero API calls. ``annotations`` is never changed once given; the
+    Kubernetes watch gives a read-only view (``MappingProxyType``), which the loop keeps
+    without a copy.
     """
 
     ref: WorkloadRef

@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from bench_cycle import start_redis
 
-from autoscaler.annotations import ANNOTATION_PREFIX
+from autoscaler.annotations import ANNOTATION_PREFIX, STATUS_ANNOTATION
 from tests.fakekube import FakeKubeServer
 from tests.kubeutil import workload
 
@@ -72,7 +72,32 @@ async def sample(session: aiohttp.ClientSession, port: int, name: str) -> float 
     return None
 
 
-async def populate(client: aioredis.Redis, n: int) -> FakeKubeServer:
+def status_text(i: int) -> str:
+    """A status annotation as a controller before this one wrote it for workload ``i``
+    (``--with-status``: a restart over an annotated fleet, or a fleet whose statuses
+    have all been written, which a fresh fleet reaches after ~500 s at 20 writes/s)."""
+    trigger, since = f"redis:q{i}", "2026-01-01T00:00:00Z"
+    message = f"{trigger} 3 / 3 per replica \u2192 1"
+    conditions = [
+        ("Ready", "True", "TriggersRead", ""),
+        ("Active", "True", "Active", message),
+        ("Fallback", "False", "NoFallback", ""),
+        ("Paused", "False", "NotPaused", ""),
+    ]
+    doc = {
+        "active": True, "backlog": 2, "current": 1, "desired": 1, "inFlight": 1,
+        "message": message, "readings": {trigger: 3}, "reason": "DesiredWithinRange",
+        "time": 1767225600.0, "triggers": [trigger],
+        "conditions": [
+            {"type": t, "status": s, "reason": r, "lastTransitionTime": since}
+            | ({"message": m} if m else {})
+            for t, s, r, m in conditions
+        ],
+    }  # fmt: skip
+    return json.dumps(doc, separators=(",", ":"), sort_keys=True)
+
+
+async def populate(client: aioredis.Redis, n: int, *, with_status: bool = False) -> FakeKubeServer:
     """N queues in Redis and N annotated Deployments in a fake API server (not started)."""
     for _ in range(100):
         with contextlib.suppress(Exception):
@@ -95,6 +120,8 @@ async def populate(client: aioredis.Redis, n: int) -> FakeKubeServer:
             ANNOTATION_PREFIX + "min-replicas": "1",
             ANNOTATION_PREFIX + "polling-interval": "1",
         }
+        if with_status:
+            annotations[STATUS_ANNOTATION] = status_text(i)
         fake.create(workload("Deployment", f"w{i}", annotations=annotations))
     return fake
 
@@ -125,9 +152,11 @@ async def stop(proc: asyncio.subprocess.Process) -> None:
             await proc.wait()
 
 
-async def main(n: int, redis_url: str, traced: Path | None = None) -> None:
+async def main(
+    n: int, redis_url: str, traced: Path | None = None, *, with_status: bool = False
+) -> None:
     client = aioredis.Redis.from_url(redis_url)
-    fake = await populate(client, n)
+    fake = await populate(client, n, with_status=with_status)
     await fake.start()
     tmp = Path(tempfile.mkdtemp())
     kubeconfig = fake.write_kubeconfig(tmp / "kubeconfig")
@@ -217,7 +246,7 @@ async def main(n: int, redis_url: str, traced: Path | None = None) -> None:
         await stop(proc)
         await fake.stop()
         await client.aclose()
-    print(json.dumps({"workloads": n}))
+    print(json.dumps({"workloads": n, "with_status": with_status}))
     print(
         f"start → first complete cycle   {first:6.2f} s   (floor: autoscaler --help {help_s:.2f} s "
         f"+ the fake's paged listing {list_s:.2f} s)"
@@ -244,11 +273,17 @@ if __name__ == "__main__":
         help="run the controller under tracemalloc; write snapshots PREFIX.0 (first cycle) "
         "and PREFIX.1 (end); its times and RSS are then not the product's",
     )  # fmt: skip
+    parser.add_argument(
+        "--with-status", action="store_true",
+        help="every workload starts with a status annotation (status_text), as after a "
+        "restart, or once a fresh fleet's statuses are all written",
+    )  # fmt: skip
     args = parser.parse_args()
     faulthandler.dump_traceback_later(900)  # a hang shows where (and then times out)
     server, url = start_redis()
     try:
-        asyncio.run(asyncio.wait_for(main(args.workloads, url, args.tracemalloc), 960))
+        run = main(args.workloads, url, args.tracemalloc, with_status=args.with_status)
+        asyncio.run(asyncio.wait_for(run, 960))
     finally:
         server.terminate()
         server.wait()

@@ -71,7 +71,8 @@ async def test_sees_create_annotate_scale_delete_of_labelled_workloads(
     fake_kube.scale("deployments", "default", "web", 4)
     await wait_for(lambda: seen.last(WEB).replicas == 4, what="replicas")  # type: ignore[union-attr]
     assert len(seen.of(WEB)) == before + 1
-    assert watcher.last_status(WEB) == '{"desired":2}'
+    # the status seeds a target built at the first sighting only: not kept afterwards
+    assert watcher.last_status(WEB) is None
 
     fake_kube.delete("statefulsets", "default", "db")
     await wait_for(lambda: seen.last(DB).deleted, what="StatefulSet deleted")  # type: ignore[union-attr]
@@ -235,3 +236,34 @@ async def test_a_paged_listing_is_taken_page_by_page_and_synced_once_whole(
     refs = [e.ref for e in recorder.events]
     assert refs == [WorkloadRef("default", f"w{i}", "Deployment") for i in range(7)]
     assert recorder.events[0].annotations == {key: "q0"}  # ours only, as before
+
+
+async def test_the_status_of_a_first_sighting_is_given_once_to_seed_its_target(
+    fake_kube: FakeKubeServer, kube: KubeClient
+) -> None:
+    """As the controller's target factory reads it: inside the sink, at the first event."""
+    seeds: dict[WorkloadRef, str | None] = {}
+
+    def sink(event: WorkloadEvent) -> None:
+        if event.ref not in seeds:
+            seeds[event.ref] = watcher.last_status(event.ref)
+
+    status = {STATUS_ANNOTATION: '{"desired":3}'}
+    fake_kube.create(workload("Deployment", "web", annotations=status))
+    watcher = WorkloadWatcher(kube, sink, settings=FAST_WATCH)
+    task = asyncio.create_task(watcher.run())
+    try:
+        await wait_for(lambda: WEB in seeds, what="web listed")
+        fake_kube.create(workload("StatefulSet", "db", annotations=status))  # seen by watch
+        await wait_for(lambda: DB in seeds, what="db watched")
+        assert seeds == {WEB: '{"desired":3}', DB: '{"desired":3}'}
+        assert watcher.last_status(WEB) is None  # given once
+        # deleted and created again: a first sighting again
+        fake_kube.delete("statefulsets", "default", "db")
+        await wait_for(lambda: DB not in watcher.emitted, what="db deleted")
+        del seeds[DB]
+        fake_kube.create(workload("StatefulSet", "db", annotations={STATUS_ANNOTATION: "{}"}))
+        await wait_for(lambda: DB in seeds, what="db again")
+        assert seeds[DB] == "{}"
+    finally:
+        await stop(task)

@@ -60,11 +60,25 @@ def _iso(at: float) -> str:
 
 def conditions_of(decision: Decision, errors: dict[str, str]) -> dict[str, tuple[bool, str, str]]:
     """type → (status, reason, message) for one decision and the triggers' failures."""
+    return _shown(decision, _failing(errors))
+
+
+def _failing(errors: dict[str, str]) -> str | None:
+    """The Ready condition's message: each failing trigger's cause; None: none fails."""
+    if not errors:
+        return None
+    return "; ".join(f"{name}: {cause}" for name, cause in sorted(errors.items()))
+
+
+def _shown(decision: Decision, failing: str | None) -> dict[str, tuple[bool, str, str]]:
+    """``conditions_of`` from the decision and ``_failing``'s message (what a pending
+    status keeps: ``_Status``), in ``CONDITIONS`` order."""
     paused = decision.reason is Reason.PAUSED
     fallback = decision.reason is Reason.FALLBACK_ACTIVE
-    failing = "; ".join(f"{name}: {cause}" for name, cause in sorted(errors.items()))
     return {
-        "Ready": (False, "TriggerError", failing) if errors else (True, "TriggersRead", ""),
+        "Ready": (True, "TriggersRead", "")
+        if failing is None
+        else (False, "TriggerError", failing),
         "Active": (True, "Active", decision.message)
         if decision.active
         else (False, "Idle", "every trigger at or below its activation level"),
@@ -97,6 +111,10 @@ class Reporter:
         self.write_status = write_status or (
             lambda w, build: self.spawn(w.target.write_status(build()))
         )
+        # the last (status, lastTransitionTime) made per status, and the last conditions
+        # made: shared while equal (``_flip``, ``decided``)
+        self._flips: dict[bool, tuple[bool, str]] = {True: (True, ""), False: (False, "")}
+        self._conditions: tuple[tuple[bool, str], ...] = ()
 
     def _event(self, w: Workload, reason: str, message: str, *, warning: bool = False) -> None:
         if not self.dry_run:
@@ -145,11 +163,16 @@ class Reporter:
         """A decision that differs in substance from the last one reported: conditions
         (Events where one flipped) and the status annotation."""
         now = self.wall_clock()
-        shown = conditions_of(decision, w.trigger_errors)
-        for kind, (status, _, message) in shown.items():
-            before = w.conditions.get(kind)
-            if before is None or before[0] != status:
-                w.conditions[kind] = (status, _iso(now))
+        failing = _failing(w.trigger_errors)
+        shown = _shown(decision, failing)
+        conditions = []
+        for (kind, (status, _, message)), before in zip(
+            shown.items(), w.conditions or (None,) * len(CONDITIONS), strict=True
+        ):
+            if before is not None and before[0] == status:
+                conditions.append(before)
+            else:
+                conditions.append(self._flip(status, now))
                 # a flip; or a fallback already in force when first seen (a restart
                 # repeats it: rare, and worth repeating), never an Event storm at start
                 told = before is not None or (kind == "Fallback" and status)
@@ -165,9 +188,54 @@ class Reporter:
                         message=text,
                     )
                     self._event(w, event, text, warning=warning)
+        # One tuple, shared by every workload whose conditions flipped alike (at a start:
+        # all), and given as is to the pending status: a dict and a copy of its times per
+        # workload held ~2 MB at 10,000 workloads (docs/performance.md, goal 5).
+        made = tuple(conditions)
+        if made != w.conditions:
+            if made != self._conditions:
+                self._conditions = made
+            w.conditions = self._conditions
         if not self.dry_run:
-            since = {kind: w.conditions[kind][1] for kind in shown}
-            self.write_status(w, lambda: _status_doc(spec, decision, readings, shown, since, now))
+            self.write_status(w, _Status(spec, decision, readings, failing, w.conditions, now))
+
+    def _flip(self, status: bool, now: float) -> tuple[bool, str]:
+        """``(status, lastTransitionTime)`` for a condition flipping at ``now``. The one
+        made last is given again while the second is the same: at a start every workload's
+        four conditions flip in the same few seconds, and 40,000 equal tuples and time
+        strings held ~6 MB at 10,000 workloads (docs/performance.md, goal 5)."""
+        stamp = _iso(now)
+        flip = self._flips[status]
+        if flip[1] != stamp:
+            flip = self._flips[status] = (status, stamp)
+        return flip
+
+
+class _Status:
+    """A status annotation not yet built: the inputs it is built from, captured at the
+    decision (``StatusWriter`` builds it when its turn comes, or drops it for a newer
+    one). A slotted object of shared parts instead of a closure: its function, closure
+    tuple, six cells and the conditions' dicts held ~6 MB of the 10,000 statuses pending
+    after a start (docs/performance.md, goal 5)."""
+
+    __slots__ = ("at", "conditions", "decision", "failing", "readings", "spec")
+
+    def __init__(
+        self,
+        spec: ScalingSpec,
+        decision: Decision,
+        readings: list[Reading],
+        failing: str | None,
+        conditions: tuple[tuple[bool, str], ...],
+        at: float,
+    ) -> None:
+        self.spec, self.decision, self.readings = spec, decision, readings
+        self.failing, self.conditions, self.at = failing, conditions, at
+
+    def __call__(self) -> dict[str, object]:
+        shown = _shown(self.decision, self.failing)
+        since = {kind: c[1] for kind, c in zip(CONDITIONS, self.conditions, strict=True)}
+        return _status_doc(self.spec, self.decision, self.readings, shown, since, self.at)
 
 
 def _status_doc(

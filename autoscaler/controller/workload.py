@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from autoscaler.annotations import in_namespace, parse_spec
 from autoscaler.errors import InvalidSpecError
@@ -45,10 +46,11 @@ class Workload:
     reported_conflict: str | None = None
     failures: int = 0  # unexpected errors in a row, for backoff
     # What the operator was last told (controller.report): the decision in substance,
-    # each failing trigger's cause, each condition's (status, lastTransitionTime).
+    # each failing trigger's cause, each condition's (status, lastTransitionTime) in
+    # report.CONDITIONS order (() before the first report; shared, never changed).
     reported: tuple[object, ...] | None = None
     trigger_errors: dict[str, str] = field(default_factory=dict)
-    conditions: dict[str, tuple[bool, str]] = field(default_factory=dict)
+    conditions: tuple[tuple[bool, str], ...] = ()
 
     # ---- read by the per-workload gauges when rendered (``metrics.Observed``) ----------
 
@@ -78,7 +80,12 @@ class Workload:
         """Re-parse the spec when the annotations changed; True when the spec changed."""
         if annotations == self.annotations and (self.spec or self.error):
             return False
-        self.annotations = dict(annotations)
+        # A read-only view (the Kubernetes watch's: kube.workloads) is kept as given, not
+        # copied: ~1.8 MB at 10,000 workloads (docs/performance.md, goal 5). Any other
+        # mapping may change under us: a copy.
+        self.annotations = (
+            annotations if type(annotations) is MappingProxyType else dict(annotations)
+        )
         try:
             spec = in_namespace(parse_spec(annotations), self.ref.namespace)
         except InvalidSpecError as e:

@@ -18,7 +18,9 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+import sys
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from types import MappingProxyType
 
 from autoscaler.annotations import ANNOTATION_PREFIX, ENABLED_LABEL, STATUS_ANNOTATION
 from autoscaler.errors import KubeError
@@ -123,11 +125,15 @@ class WorkloadWatcher:
         self.sink = sink
         self.namespaces: tuple[str | None, ...] = tuple(dict.fromkeys(namespaces)) or (None,)
         self.settings = settings or WatchSettings()
-        # What the controller sees of each workload: our annotations and spec.replicas (not
-        # the whole object: 10,000 Deployments would cost ~100 MB).
-        self.workloads: dict[WorkloadRef, tuple[dict[str, str], int]] = {}
+        # What the controller sees of each workload, as last told: our annotations,
+        # spec.replicas and managed_elsewhere (not the whole object: 10,000 Deployments
+        # would cost ~100 MB). The one copy kept: a second map of (annotations, replicas)
+        # and a WorkloadRef per event held ~2 MB at 10,000 (docs/performance.md, goal 5).
         self.emitted: dict[WorkloadRef, WorkloadEvent] = {}
-        self.statuses: dict[WorkloadRef, str] = {}  # our status annotation, as last seen
+        # Our status annotation as the first sighting of a workload showed it, until read
+        # (last_status seeds the workload's target, built at that first event): kept for
+        # every workload, as last seen, it held ~7 MB of text at 10,000 (goal 5).
+        self.statuses: dict[WorkloadRef, str] = {}
         self.hpas: dict[HpaKey, WorkloadRef] = {}
         self._synced = asyncio.Event()
         self.resources = workload_resources(kube)
@@ -147,8 +153,10 @@ class WorkloadWatcher:
         return self._synced
 
     def last_status(self, ref: WorkloadRef) -> str | None:
-        """The ``queue-autoscaler.io/status`` annotation as last seen (seeds ``KubeTarget``)."""
-        return self.statuses.get(ref)
+        """The ``queue-autoscaler.io/status`` annotation as the workload's first sighting
+        showed it (seeds its ``KubeTarget``, built when the controller takes that first
+        event); given once, then forgotten. None: it had none, or it was given already."""
+        return self.statuses.pop(ref, None)
 
     async def run(self) -> None:
         """Run every loop until cancelled. HPAs are listed first, so no workload is ever
@@ -186,7 +194,7 @@ class WorkloadWatcher:
 
         async def on_list(items: list[Obj]) -> None:
             seen = {_ref(resource.kind, obj) for obj in items}  # in_scope by construction
-            for ref in [r for r in self.workloads if in_scope(r) and r not in seen]:
+            for ref in [r for r in self.emitted if in_scope(r) and r not in seen]:
                 await self._forget(ref)
 
         async def on_event(kind: str, obj: Obj) -> None:
@@ -209,31 +217,34 @@ class WorkloadWatcher:
 
     async def _upsert(self, ref: WorkloadRef, obj: Obj) -> None:
         annotations = (obj.get("metadata") or {}).get("annotations") or {}
-        ours = {
-            k: v
+        # interned: JSON gives each page and event its own key strings, ~3 MB of copies
+        # of the same few keys at 10,000 workloads (docs/performance.md, goal 5); read-only,
+        # so the controller keeps it without a copy (controller.workload)
+        ours: Mapping[str, str] = MappingProxyType({
+            sys.intern(k): v
             for k, v in annotations.items()
             if k.startswith(ANNOTATION_PREFIX) and k != STATUS_ANNOTATION
-        }
+        })  # fmt: skip
         replicas = (obj.get("spec") or {}).get("replicas")
-        self.workloads[ref] = (ours, 1 if replicas is None else int(replicas))
-        status = annotations.get(STATUS_ANNOTATION)
-        if status is None:
-            self.statuses.pop(ref, None)
+        known = self.emitted.get(ref)
+        if known is None:
+            status = annotations.get(STATUS_ANNOTATION)
+            if status is not None:
+                self.statuses[ref] = status
         else:
-            self.statuses[ref] = status
-        await self._emit(ref)
+            ref = known.ref  # one WorkloadRef object per workload, not one per event
+            if ours == known.annotations:
+                # Our own status writes echo back as MODIFIED, each with fresh value
+                # strings of the same annotations: keep the ones told (goal 5, __init__)
+                ours = known.annotations
+        await self._emit(ref, ours, 1 if replicas is None else int(replicas))
 
     async def _forget(self, ref: WorkloadRef) -> None:
-        self.workloads.pop(ref, None)
         self.statuses.pop(ref, None)
         if self.emitted.pop(ref, None) is not None:
             await self._deliver(WorkloadEvent(ref, {}, 0, deleted=True))
 
-    async def _emit(self, ref: WorkloadRef) -> None:
-        view = self.workloads.get(ref)
-        if view is None:
-            return
-        annotations, replicas = view
+    async def _emit(self, ref: WorkloadRef, annotations: Mapping[str, str], replicas: int) -> None:
         event = WorkloadEvent(
             ref, annotations, replicas, managed_elsewhere=self._managed_elsewhere(ref)
         )
@@ -291,5 +302,6 @@ class WorkloadWatcher:
 
     async def _reemit(self, refs: Iterable[WorkloadRef | None]) -> None:
         for ref in refs:
-            if ref is not None and ref in self.workloads:
-                await self._emit(ref)
+            known = self.emitted.get(ref) if ref is not None else None
+            if known is not None:
+                await self._emit(known.ref, known.annotations, known.replicas)

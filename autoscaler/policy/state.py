@@ -68,7 +68,7 @@ class Reading(NamedTuple):
         return cls(value, backlog, in_flight, processed_total, consumers=consumers)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RateEstimate:
     """The rate-aware mode's memory: the last sample and the smoothed rates (msgs/s)."""
 
@@ -80,7 +80,8 @@ class RateEstimate:
     service_rate: float | None = None  # μ, messages one replica finishes per second
 
 
-@dataclass(frozen=True)
+# slots: one (or two, mid-decision) per workload, ~1 MB at 10,000 (docs/performance.md, goal 5)
+@dataclass(frozen=True, slots=True)
 class PolicyState:
     """What the policy remembers between cycles of one workload.
 

@@ -25,8 +25,10 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import functools
+import hashlib
 import json
 import logging
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -107,18 +109,51 @@ def _active(pod: Obj) -> bool:
     return not meta.get("deletionTimestamp") and status.get("phase") not in ("Succeeded", "Failed")
 
 
-def _kept_transitions(status: Mapping[str, Any], last: Any) -> Mapping[str, Any]:
+Transitions = dict[tuple[Any, Any], Any]  # (type, status) → lastTransitionTime
+
+
+def _transitions(last: Any) -> Transitions | None:
+    """What ``_kept_transitions`` reads of the status last written: each condition's
+    ``lastTransitionTime`` by (type, status); None when that status is not an object.
+    The strings are interned: 10,000 workloads' conditions share a handful of values."""
+    if not isinstance(last, dict):
+        return None
+    try:
+        return {
+            (_shared(c.get("type")), _shared(c.get("status"))): _shared(c.get("lastTransitionTime"))
+            for c in last.get("conditions") or ()
+            if isinstance(c, dict)
+        }
+    except TypeError:  # conditions not a list, or a type or status not a string (hand-made)
+        return {}  # nothing to keep: the next write replaces them (it used to raise)
+
+
+def _shared(value: Any) -> Any:
+    return sys.intern(value) if type(value) is str else value
+
+
+# The transitions last remembered by any target: an equal one is given this one instead
+# (never changed once made). Workloads whose conditions flipped in the same second (at a
+# start: all of them) share one: ~430 bytes a workload, 4 MB at 10,000 (goal 5).
+_last_transitions: list[Transitions] = [{}]
+
+
+def _shared_transitions(transitions: Transitions | None) -> Transitions | None:
+    if transitions is None:
+        return None
+    if transitions != _last_transitions[0]:
+        _last_transitions[0] = transitions
+    return _last_transitions[0]
+
+
+def _kept_transitions(status: Mapping[str, Any], before: Transitions | None) -> Mapping[str, Any]:
     """``status`` with each condition's ``lastTransitionTime`` as last written while its
     status is the same: the time moves only when the status flips, also across a restart
-    (``last`` is seeded from the watch), so an unchanged status is not rewritten."""
+    (``before``, from ``_transitions``, is seeded from the watch), so an unchanged status
+    is not rewritten."""
     conditions = status.get("conditions")
-    if not isinstance(last, dict) or not isinstance(conditions, list):
+    if before is None or not isinstance(conditions, list):
         return status
-    before = {
-        (c.get("type"), c.get("status")): c.get("lastTransitionTime")
-        for c in last.get("conditions") or ()
-        if isinstance(c, dict)
-    }
     kept = [
         {**c, "lastTransitionTime": before.get((c.get("type"), c.get("status")))}
         if before.get((c.get("type"), c.get("status")))
@@ -135,8 +170,57 @@ def _comparable(status: Mapping[str, Any]) -> Any:
     return normal
 
 
+def _seeded(text: str) -> Any:
+    """The seed's ``_comparable`` status; None when unreadable (the next write replaces it)."""
+    try:
+        return _comparable(json.loads(text))
+    except (ValueError, TypeError, AttributeError):
+        return None
+
+
+def _canonical(value: Any) -> Any:
+    """``value`` (as JSON gives it) with every number written one way per value, so that
+    two values are == exactly when their canonical JSON texts are equal: True, 1 and
+    1.0 are all 1, -0.0 is 0; dict key order is left to ``sort_keys``. (A NaN equals a
+    NaN here, as in the parsed documents: ``json`` gives the same NaN object each time.)"""
+    kind = type(value)
+    if kind is dict:
+        return {k: _canonical(v) for k, v in value.items()}
+    if kind is list:
+        return [_canonical(v) for v in value]
+    if kind is float:
+        return int(value) if value.is_integer() else value
+    if kind is bool:
+        return int(value)
+    return value
+
+
+def _digest(comparable: Any) -> bytes:
+    """A fingerprint of a ``_comparable`` status: equal fingerprints for equal statuses
+    (``==``), different ones otherwise (BLAKE2b, 128 bits). Kept per workload instead of
+    the parsed status: ~3.7 KB of dicts and lists each, 37 MB at 10,000 workloads once
+    every status is written (docs/performance.md, goal 5)."""
+    text = json.dumps(_canonical(comparable), sort_keys=True, separators=(",", ":"))
+    return hashlib.blake2b(text.encode(), digest_size=16).digest()
+
+
 class KubeTarget:
     """The ``Target`` for one workload; build one per workload with a shared ``KubeClient``."""
+
+    # one per workload: slots, and the Event memory made at the first Event (most
+    # workloads never have one): ~3 MB at 10,000 workloads (docs/performance.md, goal 5)
+    __slots__ = (
+        "_events",
+        "_last_digest",
+        "_last_transitions",
+        "_max_remembered_events",
+        "_queue",
+        "_ref",
+        "_seed",
+        "_selector",
+        "_uid_seen",
+        "kube",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -151,13 +235,14 @@ class KubeTarget:
         self._ref = ref
         self._selector: str | None = None
         self._uid_seen: str | None = None
-        self._last_status: Any = None
-        if last_status is not None:
-            try:
-                self._last_status = _comparable(json.loads(last_status))
-            except (ValueError, TypeError, AttributeError):
-                self._last_status = None  # unreadable: the next write replaces it
-        self._events = EventRecorder(kube, ref, uid=self._uid, max_remembered=max_remembered_events)
+        # The status last written (or seeded), as what write_status compares and keeps of
+        # it: its fingerprint (_digest) and its conditions' transition times. The seed is
+        # read at the first write, not here while the inventory is listed.
+        self._seed = last_status
+        self._last_digest: bytes | None = None
+        self._last_transitions: Transitions | None = None
+        self._events: EventRecorder | None = None
+        self._max_remembered_events = max_remembered_events
         self._queue = events
 
     @property
@@ -220,15 +305,24 @@ class KubeTarget:
     # ---- status -----------------------------------------------------------------------
 
     async def write_status(self, status: Mapping[str, object]) -> None:
-        status = _kept_transitions(status, self._last_status)
+        if self._seed is not None:
+            seeded = _seeded(self._seed)
+            self._remember_status(seeded, None if seeded is None else _digest(seeded))
+            self._seed = None
+        status = _kept_transitions(status, self._last_transitions)
         comparable = _comparable(status)
-        if comparable == self._last_status:
+        digest = _digest(comparable)
+        if digest == self._last_digest:
             return
         text = json.dumps(status, separators=(",", ":"), sort_keys=True, default=str)
         await operations.patch_workload_annotations(
             self.kube, self._ref, {STATUS_ANNOTATION: text}, background=True
         )
-        self._last_status = comparable
+        self._remember_status(comparable, digest)
+
+    def _remember_status(self, comparable: Any, digest: bytes | None) -> None:
+        self._last_digest = digest
+        self._last_transitions = _shared_transitions(_transitions(comparable))
 
     # ---- events -----------------------------------------------------------------------
 
@@ -239,6 +333,10 @@ class KubeTarget:
         await self._write_event(reason, message, warning)
 
     async def _write_event(self, reason: str, message: str, warning: bool) -> None:
+        if self._events is None:
+            self._events = EventRecorder(
+                self.kube, self._ref, uid=self._uid, max_remembered=self._max_remembered_events
+            )
         event = await self._events.record(reason, message, warning=warning)
         log_event(
             logger,
