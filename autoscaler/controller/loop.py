@@ -56,7 +56,10 @@ MAX_IDLE_WAIT_S = 1.0  # re-check leadership and inventory at least this often
 LEADER_POLL_S = 0.1  # how soon a standby notices it leads
 JITTER = 0.05  # ±5% of the polling interval
 STALE_CHECKS_AT_ONCE = 8  # releases in flight when a new leader finds stale drains
-YIELD_CHECK_EVERY = 500  # workloads decided between two looks at the clock
+# workloads between two looks at the clock: a decided workload costs ~50-100 µs at a
+# start (decide, report), so 500 held the loop ~50 ms between looks (lag at a start 80-111
+# ms); a look costs ~0.1 µs a workload at 100 (docs/performance.md, goal 4)
+YIELD_CHECK_EVERY = 100
 MAX_HOLD_S = 0.02  # longest a cycle runs without letting other tasks in (goal: lag ≤ 0.1 s)
 STALE_RECHECK_S = 1.0  # a stale-drain check that failed, or found a busy workload: again after
 _triggers_of = attrgetter("spec.triggers")
@@ -272,7 +275,13 @@ class Controller:
 
     async def _find_stale(self, refs: set[WorkloadRef], drainer: Drainer) -> None:
         by_server: dict[str | None, dict[str, list[WorkloadRef]]] = {}
-        for ref in refs:
+        held_since = time.perf_counter()
+        for i, ref in enumerate(refs):
+            if not i % YIELD_CHECK_EVERY and time.perf_counter() - held_since > MAX_HOLD_S:
+                # after a start, 10,000 workloads at once: 82 ms without a yield (the
+                # event-loop lag of the start, docs/performance.md goal 4)
+                await asyncio.sleep(0)
+                held_since = time.perf_counter()
             w = self.workloads.get(ref)
             spec = w.spec if w is not None else None
             if w is None or spec is None or not spec.drain or w.managed_elsewhere is not None:
