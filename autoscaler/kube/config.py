@@ -235,7 +235,7 @@ class ExecPlugin(Credentials):
 
     config: dict[str, Any]
     base: Path
-    user: str
+    user: str  # "kubeconfig FILE: user 'NAME'", for messages
     ssl_context: ssl.SSLContext | None
     cluster: dict[str, Any]
     _token: str | None = None
@@ -246,12 +246,12 @@ class ExecPlugin(Credentials):
     def __post_init__(self) -> None:
         version = self.config.get("apiVersion")
         if version not in EXEC_API_VERSIONS:
-            raise KubeError(f"user {self.user!r}: exec apiVersion {version!r} is not one of "
+            raise KubeError(f"{self.user}: exec apiVersion {version!r} is not one of "
                             f"{', '.join(EXEC_API_VERSIONS)}")  # fmt: skip
         if not isinstance(self.config.get("command"), str) or not self.config["command"]:
-            raise KubeError(f"user {self.user!r}: exec has no command")
+            raise KubeError(f"{self.user}: exec has no command")
         if self.config.get("interactiveMode") == "Always":
-            raise KubeError(f"user {self.user!r}: exec plugin {self.config['command']!r} needs "
+            raise KubeError(f"{self.user}: exec plugin {self.config['command']!r} needs "
                             "an interactive terminal (interactiveMode: Always); the controller "
                             "has none")  # fmt: skip
 
@@ -280,7 +280,7 @@ class ExecPlugin(Credentials):
 
     async def _fetch(self) -> None:
         version = self.config["apiVersion"]
-        what = f"user {self.user!r}: exec plugin {self.config['command']!r}"
+        what = f"{self.user}: exec plugin {self.config['command']!r}"
         spec: dict[str, Any] = {"interactive": False}
         if self.config.get("provideClusterInfo"):
             spec["cluster"] = self.cluster
@@ -416,7 +416,7 @@ def _credentials(
             raise KubeError(f"{what}: a client certificate for a server without TLS")
         load_cert_chain(tls, cert, key, what)
     if "exec" in body:
-        return ExecPlugin(body["exec"] or {}, user.base, name, tls, _cluster_info(cluster))
+        return ExecPlugin(body["exec"] or {}, user.base, what, tls, _cluster_info(cluster))
     if token := body.get("token"):
         return StaticToken(f"Bearer {token}")
     if token_file := body.get("tokenFile"):
