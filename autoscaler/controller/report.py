@@ -25,6 +25,7 @@ import datetime as dt
 import logging
 import re
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 from autoscaler.logs import log_event
@@ -211,6 +212,7 @@ class Reporter:
         return flip
 
 
+@dataclass(frozen=True, slots=True)
 class _Status:
     """A status annotation not yet built: the inputs it is built from, captured at the
     decision (``StatusWriter`` builds it when its turn comes, or drops it for a newer
@@ -218,19 +220,12 @@ class _Status:
     tuple, six cells and the conditions' dicts held ~6 MB of the 10,000 statuses pending
     after a start (docs/performance.md, goal 5)."""
 
-    __slots__ = ("at", "conditions", "decision", "failing", "readings", "spec")
-
-    def __init__(
-        self,
-        spec: ScalingSpec,
-        decision: Decision,
-        readings: list[Reading],
-        failing: str | None,
-        conditions: tuple[tuple[bool, str], ...],
-        at: float,
-    ) -> None:
-        self.spec, self.decision, self.readings = spec, decision, readings
-        self.failing, self.conditions, self.at = failing, conditions, at
+    spec: ScalingSpec
+    decision: Decision
+    readings: list[Reading]
+    failing: str | None
+    conditions: tuple[tuple[bool, str], ...]
+    at: float
 
     def __call__(self) -> dict[str, object]:
         shown = _shown(self.decision, self.failing)

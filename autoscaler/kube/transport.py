@@ -24,18 +24,14 @@ class Transport:
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
         self._session: aiohttp.ClientSession | None = None
-        self._proxy: str | None = None
-
-    @property
-    def host(self) -> str:
-        return self.connection.server
+        # read once, not aiohttp's trust_env per request: see environment_proxy
+        self._proxy = connection.proxy or environment_proxy(connection.server)
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None:
-            c = self.connection
-            connector = aiohttp.TCPConnector(limit=POOL_SIZE, ssl=c.ssl_context or False)
-            self._session = aiohttp.ClientSession(connector=connector)  # no trust_env:
-            self._proxy = c.proxy or environment_proxy(c.server)  # see environment_proxy
+            ssl = self.connection.ssl_context or False
+            connector = aiohttp.TCPConnector(limit=POOL_SIZE, ssl=ssl)
+            self._session = aiohttp.ClientSession(connector=connector)
         return self._session
 
     async def request(
