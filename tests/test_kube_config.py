@@ -199,6 +199,11 @@ def test_context_namespace_and_bad_kubeconfigs_are_one_line_errors(tmp_path: Pat
             {"server": "https://h"},
             {"exec": {"apiVersion": "client.authentication.k8s.io/v1", "command": "x",
                       "interactiveMode": "Always"}}, {}, None),
+        "exec is not a mapping": ({"server": "https://h"}, {"exec": "gcloud"}, {}, None),
+        "exec env is not a list of name/value mappings": (
+            {"server": "https://h"},
+            {"exec": {"apiVersion": "client.authentication.k8s.io/v1", "command": "x",
+                      "env": ["A=b"]}}, {}, None),
         "only http\\(s\\) proxies": (
             {"server": "https://h", "proxy-url": "socks5://p:1080"}, {}, {}, None),
     }  # fmt: skip
@@ -320,3 +325,16 @@ async def test_in_cluster_token_is_reread_after_a_401(tmp_path: Path, pki: Pki) 
             await read_scale(kube)
     assert endpoint.seen == [("Bearer first", False)] * 2 + [("Bearer second", False)]
     assert TOKEN_REREAD_S == 60.0
+
+
+async def test_an_exec_plugin_printing_json_that_is_not_a_credential_is_one_line(
+    tmp_path: Path,
+) -> None:
+    plugin(tmp_path, "print(json.dumps(['not', 'a', 'credential']))")
+    exec_ = {"apiVersion": V1, "command": str(tmp_path / "plugin.py")}
+    async with serve() as endpoint:
+        path = kubeconfig(tmp_path / "config", {"server": endpoint.url}, {"exec": exec_})
+        async with await KubeClient.connect(path) as kube:
+            with pytest.raises(KubeError, match=r"its output is not an ExecCredential of .*/v1$"):
+                await read_scale(kube)
+    assert endpoint.seen == []

@@ -244,6 +244,9 @@ class ExecPlugin(Credentials):
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def __post_init__(self) -> None:
+        env = self.config.get("env") or []
+        if not isinstance(env, list) or not all(isinstance(e, dict) for e in env):
+            raise KubeError(f"{self.user}: exec env is not a list of name/value mappings")
         version = self.config.get("apiVersion")
         if version not in EXEC_API_VERSIONS:
             raise KubeError(f"{self.user}: exec apiVersion {version!r} is not one of "
@@ -318,7 +321,9 @@ class ExecPlugin(Credentials):
             doc = json.loads(out)
         except ValueError:
             raise KubeError(f"{what}: its output is not JSON") from None
-        status = doc.get("status") if isinstance(doc, dict) else None
+        if not isinstance(doc, dict):
+            raise KubeError(f"{what}: its output is not an ExecCredential of {version}")
+        status = doc.get("status")
         if doc.get("kind") != "ExecCredential" or doc.get("apiVersion") != version:
             raise KubeError(f"{what}: its output is not an ExecCredential of {version}")
         if not isinstance(status, dict):
@@ -416,7 +421,9 @@ def _credentials(
             raise KubeError(f"{what}: a client certificate for a server without TLS")
         load_cert_chain(tls, cert, key, what)
     if "exec" in body:
-        return ExecPlugin(body["exec"] or {}, user.base, what, tls, _cluster_info(cluster))
+        if not isinstance(body["exec"], dict):
+            raise KubeError(f"{what}: exec is not a mapping")
+        return ExecPlugin(body["exec"], user.base, what, tls, _cluster_info(cluster))
     if token := body.get("token"):
         return StaticToken(f"Bearer {token}")
     if token_file := body.get("tokenFile"):
