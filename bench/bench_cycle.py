@@ -14,6 +14,8 @@ import argparse
 import asyncio
 import cProfile
 import gc
+import logging
+import os
 import re
 import shutil
 import socket
@@ -37,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).parent.parent))
 from autoscaler.annotations import ANNOTATION_PREFIX
 from autoscaler.controller import Controller
 from autoscaler.exposition import Exposition
+from autoscaler.logs import TextFormatter, log_event
 from autoscaler.metrics import ControllerMetrics
 from autoscaler.redisconn import RedisCredentials, make_client
 from autoscaler.sources import SourcePool
@@ -143,6 +146,30 @@ async def lua_read_floor(client: aioredis.Redis, queues: list[str]) -> float:
     c0 = time.process_time()
     await READ_SCRIPT.many(client, calls)
     return time.process_time() - c0
+
+
+def decision_lines_cpu(count: int) -> float:
+    """CPU seconds of ``count`` "decision" log lines as the loop writes one per changed
+    decision (``Controller._decide``): the text format, at INFO, to /dev/null. The bench
+    runs with logging off, so a cycle's figure leaves them out; this is what they add,
+    and a floor for any cycle in which that many decisions change."""
+    logger = logging.getLogger("autoscaler.controller.loop")
+    with open(os.devnull, "w") as sink:
+        handler = logging.StreamHandler(sink)
+        handler.setFormatter(TextFormatter())
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        try:
+            c0 = time.process_time()
+            for i in range(count):
+                log_event(logger, "decision", namespace="bench", workload=f"w{i}", current=3,
+                          desired=3, reason="ScaleDownStabilized", dry_run=False,
+                          message="q 4 / 2 per replica → 2; holding 3, the highest "
+                          "recommendation of the last 300s")  # fmt: skip
+            return time.process_time() - c0
+        finally:
+            logger.removeHandler(handler)
+            logger.setLevel(logging.NOTSET)
 
 
 async def bench_scrape(metrics: ControllerMetrics, exposition: Exposition) -> dict[str, float]:
@@ -353,6 +380,12 @@ async def main_moving(
             f"{'':>9}   through decide: {100 * r['decided']:.0f}% of the workloads per cycle "
             "(median); the rest held, steady or within their band"
         )
+        if changed := round(r["decided"] * n):
+            print(
+                f"{'':>9}   their decisions' log lines, not in the figure above (logging is "
+                f"off here): {1000 * decision_lines_cpu(changed):.0f} ms CPU for {changed}, "
+                "text to /dev/null"
+            )
         print(
             f"{'':>9}   /metrics: {r['lines']:.0f} lines, {r['mb']:.1f} MB, rendered off-loop "
             f"after a moving cycle in {r['render_ms']:.0f} ms wall, "

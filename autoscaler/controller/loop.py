@@ -62,6 +62,8 @@ STALE_CHECKS_AT_ONCE = 8  # releases in flight when a new leader finds stale dra
 # ms); a look costs ~0.1 µs a workload at 100 (docs/performance.md, goal 4)
 YIELD_CHECK_EVERY = 100
 MAX_HOLD_S = 0.02  # longest a cycle runs without letting other tasks in (goal: lag ≤ 0.1 s)
+# the young generation's threshold, per workload of the largest cycle (see ``cycle``)
+YOUNG_PER_WORKLOAD = 2
 STALE_RECHECK_S = 1.0  # a stale-drain check that failed, or found a busy workload: again after
 _triggers_of = attrgetter("spec.triggers")
 
@@ -432,6 +434,14 @@ class Controller:
             # collector's sight, a full collection walks ~10× fewer objects at 10,000
             # workloads (its pauses: 0.45-0.67 s → see docs/performance.md, lag).
             gc.freeze()
+        young, *older = gc.get_threshold()
+        if young < YOUNG_PER_WORKLOAD * len(due):
+            # A moving cycle builds each moved queue's new reading while its workload
+            # still holds the last one (freed as the loop stores the new): ~1 object a
+            # workload that lives until the loop reaches it, none left after. A young
+            # generation of 700 (Python's default) collected 13-14 times a cycle at
+            # 10,000 for nothing (3.6-5.6 ms by gc.callbacks, docs/performance.md, goal 1).
+            gc.set_threshold(YOUNG_PER_WORKLOAD * len(due), *older)
         self.metrics.loop_duration.observe(time.perf_counter() - started)
         return len(due)
 

@@ -215,6 +215,9 @@ class SourcePool:
             server = redact_url(url) if url else "<none>"
             logger.exception("source read crashed server=%s", server)
             results = [Reading.failed(f"{server}: {type(e).__name__}: {e}")] * len(indices)
+        if len(indices) == len(out):  # the only group, so indices are 0..n-1 in order
+            out[:] = results  # in C: 0.24 → 0.02 ms at 10,000 (docs/performance.md, goal 1)
+            return
         for i, reading in zip(indices, results, strict=True):
             out[i] = reading
 
