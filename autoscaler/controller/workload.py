@@ -72,10 +72,6 @@ class Workload:
     def busy(self) -> bool:
         return self.action is not None and not self.action.done()
 
-    @property
-    def serviceable(self) -> bool:
-        return self.spec is not None and self.managed_elsewhere is None and not self.busy
-
     def update_annotations(self, annotations: Mapping[str, str]) -> bool:
         """Re-parse the spec when the annotations changed; True when the spec changed."""
         if annotations == self.annotations and (self.spec or self.error):
