@@ -212,6 +212,43 @@ async def test_status_written_only_when_it_changes(
     assert len(requests_of(fake_kube, "patch", "/deployments/web")) == 2
 
 
+async def test_a_status_another_controller_wrote_is_what_the_next_write_compares_with(
+    fake_kube: FakeKubeServer, kube: KubeClient
+) -> None:
+    """A standby's target is told every status the watch shows (observe_status): when
+    it leads, a status the old leader wrote and that is unchanged in substance is not
+    written again; one that differs, or one removed, is."""
+    fake_kube.create(workload("Deployment", "web"))
+    leader, standby = _target(kube), _target(kube)
+
+    def patches() -> int:
+        return len(requests_of(fake_kube, "patch", "/deployments/web"))
+
+    def on_object() -> str | None:
+        deployment = fake_kube.get("deployments", "default", "web")
+        assert deployment is not None
+        return (deployment["metadata"].get("annotations") or {}).get(STATUS_ANNOTATION)
+
+    status = {"desired": 3, "current": 1, "reason": "ScaleUp"}
+    await leader.write_status({**status, "time": 1000.0})
+    standby.observe_status(on_object())  # the watch's MODIFIED event
+    leader.observe_status(on_object())  # its own write, echoed: nothing changes
+    await leader.write_status({**status, "time": 1001.0})
+    assert patches() == 1
+    await standby.write_status({**status, "time": 2000.0})  # elected: the same in substance
+    assert patches() == 1
+    await leader.write_status({**status, "desired": 4, "time": 1002.0})  # the leader again
+    standby.observe_status(on_object())
+    await standby.write_status({**status, "time": 2001.0})  # differs from the object: written
+    assert patches() == 3
+    assert json.loads(on_object() or "{}") == {**status, "time": 2001.0}
+    fake_kube.patch("deployments", "default", "web", {"metadata": {"annotations": {
+        STATUS_ANNOTATION: None}}})  # fmt: skip
+    standby.observe_status(on_object())  # removed by hand: written again
+    await standby.write_status({**status, "time": 2002.0})
+    assert patches() == 4 and on_object() is not None
+
+
 async def test_queued_events_return_at_once_and_are_written_in_order(
     fake_kube: FakeKubeServer, kube: KubeClient
 ) -> None:

@@ -238,6 +238,33 @@ async def test_a_paged_listing_is_taken_page_by_page_and_synced_once_whole(
     assert recorder.events[0].annotations == {key: "q0"}  # ours only, as before
 
 
+async def test_every_later_status_of_a_workload_is_told_to_on_status(
+    fake_kube: FakeKubeServer, kube: KubeClient
+) -> None:
+    """The first sighting's status seeds the target (last_status); every later event's,
+    or None once it is gone, goes to on_status (KubeTarget.observe_status)."""
+    told: list[tuple[WorkloadRef, str | None]] = []
+    status = {STATUS_ANNOTATION: '{"desired":3}'}
+    fake_kube.create(workload("Deployment", "web", annotations=status))
+    watcher = WorkloadWatcher(
+        kube, Recorder(), settings=FAST_WATCH, on_status=lambda r, t: told.append((r, t))
+    )
+    task = asyncio.create_task(watcher.run())
+    try:
+        await wait_for(lambda: WEB in watcher.emitted, what="web listed")
+        assert told == []  # the first sighting seeds; it is not told
+        annotations = {"metadata": {"annotations": {STATUS_ANNOTATION: '{"desired":4}'}}}
+        fake_kube.patch("deployments", "default", "web", annotations)
+        await wait_for(lambda: bool(told), what="the new status told")
+        assert told == [(WEB, '{"desired":4}')]
+        fake_kube.patch("deployments", "default", "web", {"metadata": {"annotations": {
+            STATUS_ANNOTATION: None}}})  # fmt: skip
+        await wait_for(lambda: len(told) == 2, what="the removal told")
+        assert told[1] == (WEB, None)
+    finally:
+        await stop(task)
+
+
 async def test_the_status_of_a_first_sighting_is_given_once_to_seed_its_target(
     fake_kube: FakeKubeServer, kube: KubeClient
 ) -> None:

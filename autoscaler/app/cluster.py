@@ -28,6 +28,7 @@ from autoscaler.errors import AutoscalerError, InputError
 from autoscaler.logs import log_event
 from autoscaler.metrics import ControllerMetrics, start_http_server
 from autoscaler.sources import SourcePool
+from autoscaler.workload import WorkloadRef
 
 from .local import run_local
 
@@ -180,7 +181,15 @@ async def run_cluster(args: argparse.Namespace, stop: asyncio.Event) -> int:
         dry_run=args.dry_run,
         is_leader=elector.is_leader.is_set if elector else lambda: True,
     )
-    watcher = WorkloadWatcher(kube, controller.apply, namespaces=args.namespace)
+
+    def observe_status(ref: WorkloadRef, text: str | None) -> None:
+        w = controller.workloads.get(ref)
+        if w is not None and isinstance(w.target, KubeTarget):
+            w.target.observe_status(text)
+
+    watcher = WorkloadWatcher(
+        kube, controller.apply, namespaces=args.namespace, on_status=observe_status
+    )
     if elector is None:
         metrics.leader.set(1)
     runner = None

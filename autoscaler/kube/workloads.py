@@ -123,9 +123,14 @@ class WorkloadWatcher:
         *,
         namespaces: Sequence[str] = (),
         settings: WatchSettings | None = None,
+        on_status: Callable[[WorkloadRef, str | None], None] | None = None,
     ) -> None:
         self.kube = kube
         self.sink = sink
+        # told our status annotation (None: none) as each later event of a workload
+        # shows it: the first sighting's seeds the target (last_status), these keep it
+        # current with other controllers' writes (KubeTarget.observe_status)
+        self.on_status = on_status
         self.namespaces: tuple[str | None, ...] = tuple(dict.fromkeys(namespaces)) or (None,)
         self.settings = settings or WatchSettings()
         # What the controller sees of each workload, as last told: our annotations,
@@ -240,6 +245,8 @@ class WorkloadWatcher:
                 self.statuses[ref] = status
         else:
             ref = known.ref  # one WorkloadRef object per workload, not one per event
+            if self.on_status is not None:
+                self.on_status(ref, annotations.get(STATUS_ANNOTATION))
             if ours == known.annotations:
                 # Our own status writes echo back as MODIFIED, each with fresh value
                 # strings of the same annotations: keep the ones told (goal 5, __init__)

@@ -17,7 +17,10 @@
 - ``write_status`` merge-patches the ``queue-autoscaler.io/status`` annotation with compact
   JSON only when it differs from what was last written, ignoring ``time``: a steady state
   writes nothing. Seed ``last_status`` from the watch (``WorkloadWatcher.last_status``) so
-  a restarted or newly elected controller does not rewrite every workload's status.
+  a restarted controller does not rewrite every workload's status, and tell the target
+  every later status the watch shows (``observe_status``): what another controller wrote
+  (the leader, while this one stands by) replaces what this one last wrote, so a newly
+  elected leader rewrites no status unchanged in substance either.
 """
 
 from __future__ import annotations
@@ -219,6 +222,7 @@ class KubeTarget:
         "_seed",
         "_selector",
         "_uid_seen",
+        "_written",
         "kube",
     )  # fmt: skip
 
@@ -239,6 +243,9 @@ class KubeTarget:
         # it: its fingerprint (_digest) and its conditions' transition times. The seed is
         # read at the first write, not here while the inventory is listed.
         self._seed = last_status
+        # hash() of the annotation's text as this target last knew it on the object
+        # (written, seeded or observed): its own write echoing back is not a change
+        self._written: int | None = None if last_status is None else hash(last_status)
         self._last_digest: bytes | None = None
         self._last_transitions: Transitions | None = None
         self._events: EventRecorder | None = None
@@ -319,6 +326,24 @@ class KubeTarget:
             self.kube, self._ref, {STATUS_ANNOTATION: text}, background=True
         )
         self._remember_status(comparable, digest)
+        self._written = hash(text)
+        if self._seed == text:  # the echo, seen by the watch before the PATCH returned
+            self._seed = None
+
+    def observe_status(self, text: str | None) -> None:
+        """The status annotation as the watch shows it now (None: the workload has none).
+        Not this target's own last write echoing back: someone else wrote it — the leader
+        while this controller stands by, or a person — and it is what the next write
+        compares with, read then as a seed is (parsing each of a leader's 20 writes a
+        second here would be wasted on a controller that never leads). Without it, a
+        standby elected leader compared with what it saw at its start and rewrote the
+        status of every workload the old leader had written since (10,000 PATCHes at 20
+        a second at 10,000 workloads: docs/performance.md, goal 7)."""
+        if text is None:
+            self._seed = self._written = None
+            self._remember_status(None, None)
+        elif hash(text) != self._written:
+            self._seed, self._written = text, hash(text)
 
     def _remember_status(self, comparable: Any, digest: bytes | None) -> None:
         self._last_digest = digest
