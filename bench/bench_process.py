@@ -12,8 +12,14 @@ cores); for RSS, a bare Python process; for the reaction, the polling interval. 
 cycle is seen as the first status PATCH (every workload is new: the first cycle ends with
 its status writes); /metrics is not scraped during the start (each scrape renders). The
 controller is stopped whatever happens (``finally``). ``--tracemalloc PREFIX`` runs it
-under tracemalloc (``bench/traced_controller.py``) and writes two snapshots. Usage:
-``.venv/bin/python bench/bench_process.py [--workloads N]`` (repeat for the median).
+under tracemalloc (``bench/traced_controller.py``) and writes two snapshots.
+``--failover``: two controllers elect a leader on a Lease (3 s); the leader is SIGKILLed
+5 s after its first cycle (while it is still writing the fresh fleet's statuses, 20 a
+second), and every figure after the start is the new leader's: its first cycle after the
+kill, the backlog pushed 3 s after it, its RSS and lag; plus how many of the statuses
+the old leader had written it wrote again (the same in substance: none is due). Usage:
+``.venv/bin/python bench/bench_process.py [--workloads N] [--failover]`` (repeat for the
+median).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import asyncio
 import contextlib
 import faulthandler
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -48,6 +55,8 @@ MOVE = """for i = 0, tonumber(ARGV[1]) - 1 do
   else redis.call('LPUSH', 'q' .. i, 'm') end
 end"""
 AUTOSCALER = str(Path(sys.executable).parent / "autoscaler")
+ELECTION = ("--lease-duration=3", "--renew-deadline=2", "--retry-period=0.5")
+KILL_AFTER_S = 5.0  # --failover: the leader's life after its first cycle
 
 
 def free_port() -> int:
@@ -152,8 +161,109 @@ async def stop(proc: asyncio.subprocess.Process) -> None:
             await proc.wait()
 
 
+def status_patches(fake: FakeKubeServer, since: int = 0, until: int | None = None) -> list[str]:
+    """The workloads whose status annotation was PATCHed in requests ``since``..``until``
+    (a /scale write is a subresource's PATCH: not counted)."""
+    return [
+        r.name
+        for r in fake.requests[since:until]
+        if r.method == "PATCH" and r.resource == "deployments" and not r.subresource
+    ]
+
+
+def holder(fake: FakeKubeServer) -> str | None:
+    """Who holds the controllers' Lease (``POD_NAMESPACE`` default)."""
+    lease = fake.get("leases", "default", "queue-autoscaler-leader")
+    return None if lease is None else lease["spec"].get("holderIdentity")
+
+
+def tail(log: Path) -> str:
+    return log.read_text()[-3000:]
+
+
+async def first_patch(
+    fake: FakeKubeServer, since: int, proc: asyncio.subprocess.Process, log: Path, limit_s: float
+) -> float:
+    """perf_counter() when the first workload PATCH after request ``since`` arrived: a
+    first cycle's end (every workload is new to it, or its status changed)."""
+    started, scanned = time.perf_counter(), since
+    while True:
+        await asyncio.sleep(0.02)
+        if proc.returncode is not None or time.perf_counter() - started > limit_s:
+            sys.exit(f"controller did not cycle; log:\n{tail(log)}")
+        new, scanned = fake.requests[scanned:], len(fake.requests)
+        if any(r.method == "PATCH" and "/deployments/" in r.path for r in new):
+            return time.perf_counter()
+
+
+async def fail_over(
+    fake: FakeKubeServer,
+    leader: asyncio.subprocess.Process,
+    standby: asyncio.subprocess.Process,
+    log: Path,
+) -> tuple[int, float]:
+    """SIGKILL ``leader``; (the fake's request count then, seconds from the kill to the
+    first workload PATCH of ``standby`` as the new leader: its first cycle's end)."""
+    leader.kill()
+    await leader.wait()
+    killed, at_kill = time.perf_counter(), len(fake.requests)
+    await leading(fake, "bench-b", standby, log)  # PATCHes the dead one sent may come first
+    return at_kill, await first_patch(fake, len(fake.requests), standby, log, 60) - killed
+
+
+async def leading(
+    fake: FakeKubeServer, name: str, proc: asyncio.subprocess.Process, log: Path
+) -> None:
+    """Until ``name`` holds the Lease (at most a minute, else the bench exits)."""
+    since = time.perf_counter()
+    while holder(fake) != name:
+        await asyncio.sleep(0.02)
+        if proc.returncode is not None or time.perf_counter() - since > 60:
+            sys.exit(f"{name} did not lead:\n{tail(log)}")
+
+
+async def scaled_up(fake: FakeKubeServer, name: str) -> float:
+    """Seconds until ``name`` has 5 replicas or more (busy, it has 1-2)."""
+    pushed = time.perf_counter()
+    while True:
+        deployment = fake.get("deployments", "default", name)
+        if deployment is not None and deployment["spec"]["replicas"] >= 5:
+            return time.perf_counter() - pushed
+        await asyncio.sleep(0.05)
+
+
+def run_command(traced: Path | None, failover: bool, kubeconfig: Path, redis_url: str) -> list[str]:
+    """``autoscaler run`` as the bench starts it; ``traced``: under tracemalloc
+    (bench/traced_controller.py); ``failover``: with leader election on a short Lease."""
+    command = [sys.executable, str(Path(__file__).parent / "traced_controller.py"),
+               str(traced)] if traced else [AUTOSCALER]  # fmt: skip
+    election = ELECTION if failover else ("--no-leader-elect",)
+    return [*command, "run", "--kubeconfig", str(kubeconfig), "--redis-url", redis_url,
+            "--log-format", "json", "--log-level", "WARNING", *election]  # fmt: skip
+
+
+def print_failover(
+    fake: FakeKubeServer, at_kill: int, written_before: set[str], takeover: float
+) -> None:
+    again = [name for name in status_patches(fake, since=at_kill) if name in written_before]
+    print(
+        f"leader killed {KILL_AFTER_S:.0f} s after its first cycle → the new leader's first "
+        f"cycle {takeover:6.2f} s   (floor: the lease, 3 s, + a retry period, 0.5 s)"
+    )
+    print(
+        f"statuses the old leader had written: {len(written_before)}; the new leader wrote "
+        f"{len(again)} of them again (a status shows its decision's readings: those of the "
+        "queues that moved since differ; all queues move together here)"
+    )
+
+
 async def main(
-    n: int, redis_url: str, traced: Path | None = None, *, with_status: bool = False
+    n: int,
+    redis_url: str,
+    traced: Path | None = None,
+    *,
+    with_status: bool = False,
+    failover: bool = False,
 ) -> None:
     client = aioredis.Redis.from_url(redis_url)
     fake = await populate(client, n, with_status=with_status)
@@ -176,14 +286,19 @@ async def main(
     print(f"fake API server with {n} workloads up; starting the controller", file=sys.stderr)
     log = (tmp / "controller.log").open("w")
     started = time.perf_counter()
-    # --tracemalloc: the same process under tracemalloc (bench/traced_controller.py)
-    command = [sys.executable, str(Path(__file__).parent / "traced_controller.py"),
-               str(traced)] if traced else [AUTOSCALER]  # fmt: skip
-    proc = await asyncio.create_subprocess_exec(
-        *command, "run", "--kubeconfig", str(kubeconfig), "--redis-url", redis_url,
-        "--metrics-port", str(port), "--log-format", "json", "--no-leader-elect",
-        "--log-level", "WARNING", stdout=log, stderr=log,
-    )  # fmt: skip
+    command = run_command(traced, failover, kubeconfig, redis_url)
+
+    async def controller(name: str, metrics_port: int) -> asyncio.subprocess.Process:
+        env = {**os.environ, "POD_NAME": name, "POD_NAMESPACE": "default"}
+        return await asyncio.create_subprocess_exec(
+            *command, "--metrics-port", str(metrics_port), stdout=log, stderr=log, env=env
+        )
+
+    proc = await controller("bench-a", port)
+    standby_port, standby = free_port(), None
+    if failover:  # the standby starts once bench-a leads: it sees the fleet before any status
+        await leading(fake, "bench-a", proc, tmp / "controller.log")
+        standby = await controller("bench-b", standby_port)
     mover_stop = asyncio.Event()
 
     async def mover() -> None:  # every queue moves every second
@@ -199,15 +314,14 @@ async def main(
             # first workload PATCH is the first cycle's end (+ one request). Not scraped
             # meanwhile: a scrape is served the previous render (up to ~1.5 s old at
             # 10,000) and each starts a render that competes with the start for the CPU.
-            first, scanned = None, 0
-            while first is None:
-                await asyncio.sleep(0.02)
-                if proc.returncode is not None or time.perf_counter() - started > limit_s:
-                    tail = (tmp / "controller.log").read_text()[-3000:]
-                    sys.exit(f"controller did not cycle; log:\n{tail}")
-                new, scanned = fake.requests[scanned:], len(fake.requests)
-                if any(r.method == "PATCH" and "/deployments/" in r.path for r in new):
-                    first = time.perf_counter() - started
+            log_path = tmp / "controller.log"
+            first = await first_patch(fake, 0, proc, log_path, limit_s) - started
+            at_kill, written_before, takeover = 0, set(), 0.0
+            if standby is not None:  # the leader dies while writing the fleet's statuses
+                await asyncio.sleep(KILL_AFTER_S)
+                at_kill, takeover = await fail_over(fake, proc, standby, log_path)
+                written_before = set(status_patches(fake, until=at_kill))
+                proc, port = standby, standby_port
             seen = None
             while not seen:  # and /metrics agrees that a cycle completed
                 with contextlib.suppress(aiohttp.ClientError):
@@ -221,15 +335,12 @@ async def main(
                 proc.send_signal(signal.SIGUSR1)
             await asyncio.sleep(3.0)
             await client.lpush("q0", *[b"b"] * 200)  # wants more than the 1-2 it has
-            pushed = time.perf_counter()
-            while True:
-                deployment = fake.get("deployments", "default", "w0")
-                if deployment is not None and deployment["spec"]["replicas"] >= 5:  # busy: 1-2
-                    break
-                await asyncio.sleep(0.05)
-            reaction = time.perf_counter() - pushed
+            reaction = await scaled_up(fake, "w0")
+            since = at_kill if standby is not None else 0  # the new leader's, after a failover
             patches = [
-                r for r in fake.requests if r.method == "PATCH" and "/deployments/" in r.path
+                r
+                for r in fake.requests[since:]
+                if r.method == "PATCH" and "/deployments/" in r.path
             ]
             lags, rss = [], []
             for _ in range(6):
@@ -240,19 +351,24 @@ async def main(
             if traced:
                 proc.send_signal(signal.SIGUSR1)
                 await asyncio.sleep(10.0)  # a snapshot at 10,000 takes seconds to write
-    finally:  # an error or a timeout above must not leave the controller running
+    finally:  # an error or a timeout above must not leave a controller running
         mover_stop.set()
         await moving
         await stop(proc)
+        if standby is not None:
+            await stop(standby)
         await fake.stop()
         await client.aclose()
-    print(json.dumps({"workloads": n, "with_status": with_status}))
+    print(json.dumps({"workloads": n, "with_status": with_status, "failover": failover}))
+    if standby is not None:
+        print_failover(fake, at_kill, written_before, takeover)
     print(
         f"start → first complete cycle   {first:6.2f} s   (floor: autoscaler --help {help_s:.2f} s "
         f"+ the fake's paged listing {list_s:.2f} s)"
     )
     print(
-        f"backlog → /scale after start   {reaction:6.2f} s   (floor: polling interval 1 s; "
+        f"backlog → /scale after {'failover' if failover else 'start'}   {reaction:6.2f} s   "
+        "(floor: polling interval 1 s; "
         f"{len(patches)} status/scale PATCHes had been sent by then)"
     )
     print(
@@ -278,11 +394,22 @@ if __name__ == "__main__":
         help="every workload starts with a status annotation (status_text), as after a "
         "restart, or once a fresh fleet's statuses are all written",
     )  # fmt: skip
+    parser.add_argument(
+        "--failover", action="store_true",
+        help="a leader and a standby; the leader is killed after its first cycle and the "
+        "figures after the start are the new leader's",
+    )  # fmt: skip
     args = parser.parse_args()
     faulthandler.dump_traceback_later(900)  # a hang shows where (and then times out)
     server, url = start_redis()
     try:
-        run = main(args.workloads, url, args.tracemalloc, with_status=args.with_status)
+        run = main(
+            args.workloads,
+            url,
+            args.tracemalloc,
+            with_status=args.with_status,
+            failover=args.failover,
+        )
         asyncio.run(asyncio.wait_for(run, 960))
     finally:
         server.terminate()

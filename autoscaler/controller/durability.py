@@ -21,6 +21,7 @@ unknown is never reported as a risk, nor as its absence.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 
@@ -75,8 +76,7 @@ class DurabilityWatch(ServerWatch):
             except AutoscalerError as e:
                 log_event(logger, "redis durability read failed", logging.WARNING, error=str(e))
                 continue
-            for w in members:
-                self._report(w, found, record)
+            await self.each(members, functools.partial(self._report, found=found, record=record))
 
     def _report(self, w: Workload, found: dict[str, str], record: Record) -> None:
         ns, name = w.ref.namespace, w.ref.name

@@ -198,8 +198,9 @@ class Controller:
         """Schedule cycles until cancelled; then cancel and await every action. With
         ``synced`` (the inventory's first listing taken in: ``WorkloadWatcher.synced``),
         the first cycle waits for it, so that it covers the whole inventory in one batch,
-        and no automatic garbage collection runs until that cycle has run (or the
-        process stands by): at 10,000 workloads, collections walking a heap that only
+        and no automatic garbage collection runs until the first cycle has run (the
+        collector runs while the process stands by, and pauses again for the first cycle
+        it runs as a new leader): at 10,000 workloads, collections walking a heap that only
         grew (list pages, the inventory, its first decisions) were 27% of the start's CPU
         (py-spy --native); the first cycle then freezes what it built (``cycle``)."""
         self._spawn(watch_event_loop_lag(self.metrics.event_loop_lag))
@@ -221,9 +222,12 @@ class Controller:
                     if paused_gc:
                         paused_gc = False
                         gc.enable()
-                    self._stand_by()
-                    await asyncio.sleep(LEADER_POLL_S)
-                    continue
+                    await self._until_leading()
+                if not self.cycles and not paused_gc and gc.isenabled():
+                    # a standby just elected: its first cycle decides the whole inventory,
+                    # as a start's does, over a heap no cycle has frozen yet
+                    paused_gc = True
+                    gc.disable()
                 await self._wait_until_due()
                 await self.cycle()
                 if paused_gc:
@@ -237,6 +241,13 @@ class Controller:
             if paused_gc:
                 gc.enable()
             await self.aclose()
+
+    async def _until_leading(self) -> None:
+        """Stand by until this controller leads: ``_stand_by`` once (it walks every
+        workload: not at every poll), then a look every LEADER_POLL_S."""
+        self._stand_by()
+        while not self.is_leader():  # noqa: ASYNC110 (is_leader is any callable, not an Event)
+            await asyncio.sleep(LEADER_POLL_S)
 
     def _stand_by(self) -> None:
         """Not leading (yet, or any more): stop every action; the leader owns them now."""

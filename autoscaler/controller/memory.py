@@ -18,6 +18,7 @@ OOM killer stops it), so its watermarks could never fire: a Warning Event
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Sequence
 
@@ -94,8 +95,7 @@ class MemoryWatch(ServerWatch):
                 self.ratios.pop(url, None)
             else:
                 self.ratios[url] = round(ratio, 3)
-            for w in members:
-                self._report(w, ratio, record)
+            await self.each(members, functools.partial(self._report, ratio=ratio, record=record))
 
     def _report(self, w: Workload, ratio: float | None, record: Record) -> None:
         ns, name = w.ref.namespace, w.ref.name
