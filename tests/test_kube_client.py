@@ -10,7 +10,7 @@ import pytest
 
 from autoscaler.errors import KubeConflictError, KubeError, KubeNotFoundError, KubeTransientError
 from autoscaler.kube import ClientSettings, KubeClient
-from autoscaler.kube.client import MERGE_PATCH, Obj, Turns
+from autoscaler.kube.client import MERGE_PATCH, Obj, TokenBucket, Turns
 from autoscaler.metrics import ControllerMetrics
 from tests.fakekube import FakeKubeServer
 from tests.fakekube.fixtures import fake_kube as fake_kube
@@ -263,3 +263,24 @@ async def test_a_cancelled_waiter_handed_the_turn_passes_it_on() -> None:
         await after  # the turn went on to the next waiter
     turns.release()
     await turns.acquire()  # and nobody holds it now
+
+
+@pytest.mark.looptime
+async def test_the_limiter_refills_one_token_at_a_time_not_a_window() -> None:
+    """client-go's token bucket: the burst at once, then a request every 1 / qps — not
+    none until a window of ``burst / qps`` seconds has passed (asyncio-throttle's sliding
+    window: a scale write then waited up to 2 s behind a window of status writes)."""
+    bucket, loop = TokenBucket(qps=10, burst=10), asyncio.get_running_loop()
+    start = loop.time()
+    for _ in range(10):
+        await bucket.take()
+    assert loop.time() == start  # the burst
+    await bucket.take()
+    assert loop.time() - start == pytest.approx(0.1)  # one token, not the rest of 1 s
+    await asyncio.sleep(5.0)  # refilled up to the burst, no further
+    again = loop.time()
+    for _ in range(10):
+        await bucket.take()
+    assert loop.time() == again
+    await bucket.take()
+    assert loop.time() - again == pytest.approx(0.1)

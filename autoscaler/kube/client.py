@@ -5,8 +5,8 @@ It sends ``kube.api``'s operations through one ``kube.transport`` (aiohttp) to t
 plain JSON dicts (``Obj``): no model round trip, and the status code is ours to judge.
 Every call
 
-- waits for the QPS/burst limiter (asyncio-throttle, a sliding window: at most ``burst``
-  requests in any ``burst / qps`` seconds, i.e. ``qps`` on average);
+- waits for the QPS/burst limiter (``TokenBucket``, client-go's: ``burst`` tokens, refilled
+  at ``qps`` a second), foreground calls first (``Turns``);
 - is retried with exponential backoff and jitter on 429 (honouring ``Retry-After``), 5xx
   and connection errors, at most ``max_attempts`` times in all;
 - is counted in ``queue_autoscaler_kube_requests_total{verb, code}`` (``code`` is the HTTP
@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-from asyncio_throttle.throttler import Throttler
 
 from autoscaler.aio import guarded
 from autoscaler.errors import KubeConflictError, KubeError, KubeTransientError, truncate
@@ -67,7 +66,7 @@ class ClientSettings:
     """How the controller talks to the API server.
 
     ``qps`` (requests/s, default 20) and ``burst`` (requests, default 40): the limiter lets
-    ``burst`` requests through at once, then ``qps`` on average — kubectl's 50/100 and
+    ``burst`` requests through at once, then one every 1 / ``qps`` s — kubectl's 50/100 and
     client-go's 5/10 bracket it; 20/40 keeps a 10,000-workload controller polite while a
     scale-up still costs one request. ``max_attempts`` (default 5) bounds the tries of one
     call; the backoff starts at ``backoff_initial_s`` (0.2 s), doubles up to
@@ -89,15 +88,40 @@ def verb_of(method: ApiMethod) -> str:
     return next((verb for prefix, verb in _VERBS if name.startswith(prefix)), "other")
 
 
+class TokenBucket:
+    """client-go's rate limiter (``flowcontrol.NewTokenBucketRateLimiter``): ``burst``
+    tokens, refilled continuously at ``qps`` a second; a request takes one, and waits for
+    it when none is left. One taker at a time (``Turns``' holder).
+
+    Not a sliding window (asyncio-throttle's, used here before): that one lets ``burst``
+    requests through, then none until the oldest of them is ``burst / qps`` seconds old,
+    so once the fleet's status writes filled a window a scale write waited up to 2 s for
+    the next one, turn or not (backlog → /scale after a failover at 10,000: 2.2-2.4 s in
+    3 runs of 4; docs/performance.md, goal 7). Here it waits for one token: 1 / qps."""
+
+    def __init__(self, qps: float, burst: int) -> None:
+        self.qps, self.burst = qps, burst
+        self._tokens = float(burst)
+        self._at: float | None = None  # loop time of the last refill
+
+    async def take(self) -> None:
+        now = asyncio.get_running_loop().time()
+        if self._at is not None:
+            self._tokens = min(float(self.burst), self._tokens + (now - self._at) * self.qps)
+        self._at = now
+        self._tokens -= 1.0  # taken now, paid for by the wait below when owed
+        if self._tokens < 0:
+            await asyncio.sleep(-self._tokens / self.qps)
+
+
 class Turns:
     """Whose turn it is at the rate limiter: every waiting foreground call before any
     background one (Events, status annotations), each lane in arrival order; one holder
     at a time.
 
-    The limiter (``Throttler.acquire``) polls every 10 ms while it waits; only the holder
-    polls (10,000 queued calls would otherwise wake 1,000,000 times a second). A scale or
-    drain write therefore waits behind at most the one background write holding the turn,
-    never behind the fleet's queued Events and statuses (docs/performance.md, goal 7).
+    Only the holder waits at the limiter (``TokenBucket.take``). A scale or drain write
+    therefore waits behind at most the one background write holding the turn, never
+    behind the fleet's queued Events and statuses (docs/performance.md, goal 7).
     """
 
     def __init__(self) -> None:
@@ -151,7 +175,7 @@ class KubeClient:
         self.metrics = metrics
         self.rng = rng or random.Random()
         s = self.settings
-        self._throttler = Throttler(rate_limit=s.burst, period=s.burst / s.qps)
+        self._limiter = TokenBucket(s.qps, s.burst)
         self._turns = Turns()  # foreground calls first, then background ones
         # The operations the controller sends, by the generated methods' names, without
         # the generated API classes (``kube.api``: they cost ~0.9 s and ~33 MB a start).
@@ -207,7 +231,7 @@ class KubeClient:
         if throttled:
             await self._turns.acquire(background)
             try:
-                await self._throttler.acquire()  # type: ignore[no-untyped-call]
+                await self._limiter.take()
             finally:
                 self._turns.release()
         kwargs.setdefault("_request_timeout", self.settings.request_timeout_s)
