@@ -385,10 +385,15 @@ async def test_a_standby_elected_decides_its_first_cycle_without_the_collector(
     redis_url: str,
 ) -> None:
     """While it stands by the collector runs; elected, its first cycle decides the whole
-    inventory as a start's does, and no collection runs until it has (at 10,000
-    workloads, collections walking the unfrozen heap held the loop ~150 ms)."""
-    leading = False
-    h = Harness(redis_url, is_leader=lambda: leading)
+    inventory as a start's does, over a heap no cycle has frozen yet, and no collection
+    runs until it has."""
+    leading, asked = False, list[bool]()
+
+    def is_leader() -> bool:
+        asked.append(leading)
+        return leading
+
+    h = Harness(redis_url, is_leader=is_leader)
     for i in range(2000):
         h.add(f"s{i}", replicas=1, min_replicas="1")
     collections: list[int] = []
@@ -400,7 +405,8 @@ async def test_a_standby_elected_decides_its_first_cycle_without_the_collector(
     gc.callbacks.append(counted)
     try:
         async with h.running():
-            await wait_for(lambda: gc.isenabled())  # standing by: the collector runs
+            await wait_for(lambda: len(asked) >= 2)  # standing by, asked again
+            assert gc.isenabled()  # standing by: the collector runs
             gc.collect()  # from nought: the idle loop before the cycle allocates little
             leading = True
             await wait_for(lambda: h.controller.cycles >= 1, timeout_s=30)

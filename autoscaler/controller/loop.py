@@ -223,11 +223,11 @@ class Controller:
                         paused_gc = False
                         gc.enable()
                     await self._until_leading()
-                if not self.cycles and not paused_gc and gc.isenabled():
-                    # a standby just elected: its first cycle decides the whole inventory,
-                    # as a start's does, over a heap no cycle has frozen yet
-                    paused_gc = True
-                    gc.disable()
+                    if not self.cycles and gc.isenabled():
+                        # a standby just elected: its first cycle decides the whole
+                        # inventory, as a start's does, over a heap no cycle has frozen yet
+                        paused_gc = True
+                        gc.disable()
                 await self._wait_until_due()
                 await self.cycle()
                 if paused_gc:
