@@ -30,6 +30,10 @@ from typing import ParamSpec, TypeVar
 P = ParamSpec("P")
 T = TypeVar("T")
 
+# Longest a long loop on the event loop (a cycle, a round of checks) runs before it lets
+# the other tasks in: the goal is an event-loop lag ≤ 0.1 s (docs/performance.md, goal 4)
+MAX_HOLD_S = 0.02
+
 
 async def guarded(awaitable: Awaitable[T]) -> T:
     """Await ``awaitable``; re-raise a cancel of the current task that it swallowed."""

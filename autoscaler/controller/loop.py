@@ -26,7 +26,7 @@ from itertools import chain
 from operator import attrgetter
 from typing import Any
 
-from autoscaler.aio import Pacer
+from autoscaler.aio import MAX_HOLD_S, Pacer
 from autoscaler.drain import Drainer, Reaper
 from autoscaler.errors import AutoscalerError
 from autoscaler.logs import log_event
@@ -62,7 +62,6 @@ STALE_CHECKS_AT_ONCE = 8  # releases in flight when a new leader finds stale dra
 # start (decide, report), so 500 held the loop ~50 ms between looks (lag at a start 80-111
 # ms); a look costs ~0.1 µs a workload at 100 (docs/performance.md, goal 4)
 YIELD_CHECK_EVERY = 100
-MAX_HOLD_S = 0.02  # longest a cycle runs without letting other tasks in (goal: lag ≤ 0.1 s)
 # the young generation's threshold, per workload of the largest cycle (see ``cycle``)
 YOUNG_PER_WORKLOAD = 2
 STALE_RECHECK_S = 1.0  # a stale-drain check that failed, or found a busy workload: again after

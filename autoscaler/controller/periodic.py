@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 
 from redis.asyncio import Redis
 
-from autoscaler.aio import Pacer
+from autoscaler.aio import MAX_HOLD_S, Pacer
 from autoscaler.metrics import ControllerMetrics
 from autoscaler.policy import RedisTrigger
 
@@ -20,11 +20,6 @@ from .workload import Workload
 
 LEADER_POLL_S = 1.0  # a standby checks this often whether it leads (the first round's delay)
 Record = Callable[[Workload, str, str], None]  # (workload, Event reason, message): a Warning
-# Longest a round's per-workload reports hold the event loop: at 10,000 workloads they
-# took 160-270 ms in one piece at each start and failover (their series, and a warning and
-# an Event per workload on a server without maxmemory or persistence; docs/performance.md,
-# goal 4)
-MAX_HOLD_S = 0.02
 
 
 class ServerWatch:
@@ -61,7 +56,10 @@ class ServerWatch:
 
     @staticmethod
     async def each(members: Iterable[Workload], report: Callable[[Workload], None]) -> None:
-        """``report(w)`` for every member, letting the other tasks in every ~MAX_HOLD_S."""
+        """``report(w)`` for every member, letting the other tasks in every ~MAX_HOLD_S:
+        at 10,000 workloads a round's reports (their series, and a warning and an Event per
+        workload on a server without maxmemory or persistence) held the event loop
+        160-270 ms in one piece at each start and failover (docs/performance.md, goal 4)."""
         pacer = Pacer(MAX_HOLD_S, 50)
         for i, w in enumerate(members):
             report(w)
